@@ -1,0 +1,108 @@
+"""GPU check: seqkit on CUDA, end to end, in one short script (a few minutes on one GPU).
+
+    python benchmarks/gpu_check.py [--out DIR]
+
+1. The packed encoder on CUDA (cuDNN) against the CPU, every cell, uni- and bidirectional.
+2. ``recipes/lm.yaml`` trained on CUDA (bf16 and fp32): tokens/s, validation and test perplexity.
+3. The same model trained on this machine's CPU for a few steps: tokens/s, for the ratio.
+4. The checkpoint loaded in a fresh process on CUDA: the same seed generates the same
+   text, and its test perplexity matches the one training reported.
+
+Prints one line per check and writes them all to ``DIR/gpu_check.json``. Record what it
+printed in ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seqkit.config import load_recipe  # noqa: E402
+from seqkit.encoders import RNNEncoder  # noqa: E402
+from seqkit.train import train  # noqa: E402
+
+FRESH_PROCESS = """
+import json, sys, torch, seqkit
+lm = seqkit.LanguageModel.from_pretrained(sys.argv[1], device="cuda")
+texts = [lm.generate("the whale", max_tokens=30, temperature=0.8, top_k=40, seed=1) for _ in range(2)]
+metrics = lm.evaluate("data/moby-dick/test.txt")
+print(json.dumps({"device": str(lm.device), "same_text_same_seed": texts[0] == texts[1], "text": texts[0],
+                  "test_perplexity": metrics["perplexity"]}))
+"""
+
+
+def packed_cuda_vs_cpu(tf32: bool) -> dict:
+    torch.backends.cudnn.allow_tf32 = tf32
+    results = {}
+    for cell in ("rnn", "gru", "lstm"):
+        for bidirectional in (False, True):
+            torch.manual_seed(0)
+            encoder = RNNEncoder(32, 64, num_layers=2, cell=cell, bidirectional=bidirectional).eval()
+            inputs = torch.randn(16, 40, 32)
+            lengths = torch.randint(1, 41, (16,))
+            with torch.inference_mode():
+                cpu_states, cpu_final = encoder(inputs, lengths)
+                cuda_states, cuda_final = encoder.cuda()(inputs.cuda(), lengths)
+            cpu_final = cpu_final[0] if isinstance(cpu_final, tuple) else cpu_final
+            cuda_final = cuda_final[0] if isinstance(cuda_final, tuple) else cuda_final
+            difference = max((cuda_states.cpu() - cpu_states).abs().max().item(), (cuda_final.cpu() - cpu_final).abs().max().item())
+            results[f"{cell}{'-bi' if bidirectional else ''}"] = difference
+    torch.backends.cudnn.allow_tf32 = True
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="runs/gpu_check")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0), "cuda": torch.version.cuda}
+    print(json.dumps(report), flush=True)
+
+    for tf32 in (True, False):
+        report[f"packed_max_abs_difference_tf32_{tf32}"] = packed = packed_cuda_vs_cpu(tf32)
+        print(f"packed encoder, CUDA (cuDNN TF32 {'on' if tf32 else 'off'}) vs CPU, max |difference|: {packed}", flush=True)
+
+    runs = {}
+    for name, overrides in {
+        "cuda-bf16": ["train.device=cuda", "train.precision=bf16"],
+        "cuda-fp32": ["train.device=cuda", "train.precision=fp32", "train.epochs=1", "data.test=null"],
+        "cpu-bf16": ["train.device=cpu", "train.precision=bf16", "train.max_steps=60", "train.log_every=10", "data.test=null"],
+    }.items():
+        recipe = load_recipe(ROOT / "recipes" / "lm.yaml", [*overrides, f"output_dir={out / name}"])
+        started = time.perf_counter()
+        result = train(recipe, overwrite=True, quiet=True)
+        runs[name] = {
+            "seconds": round(time.perf_counter() - started, 1),
+            "steps": result.steps,
+            "train_tokens_per_sec": round(result.train_tokens_per_sec),
+            "valid_perplexity": result.best_metrics.get("perplexity"),
+            "test_perplexity": (result.test_metrics or {}).get("perplexity"),
+        }
+        print(f"{name}: {runs[name]}", flush=True)
+    report["training"] = runs
+    report["gpu_over_cpu_tokens_per_sec"] = round(runs["cuda-bf16"]["train_tokens_per_sec"] / runs["cpu-bf16"]["train_tokens_per_sec"], 1)
+
+    fresh = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(out / "cuda-bf16" / "best")], capture_output=True, text=True, cwd=ROOT)
+    if fresh.returncode != 0:
+        print(fresh.stderr, file=sys.stderr)
+        raise SystemExit("loading the checkpoint in a fresh process failed")
+    report["fresh_process"] = loaded = json.loads(fresh.stdout.strip().splitlines()[-1])
+    loaded["test_perplexity_matches_training"] = abs(loaded["test_perplexity"] - runs["cuda-bf16"]["test_perplexity"]) < 0.05 * loaded["test_perplexity"]
+    print(f"fresh process: {loaded}", flush=True)
+    print(f"GPU/CPU training tokens/s: {report['gpu_over_cpu_tokens_per_sec']}x", flush=True)
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Writing and reading checkpoint directories (DESIGN.md, "Checkpoint directory").
+
+::
+
+    config.yaml          the resolved recipe + a ``checkpoint:`` block (format, version, step, metrics)
+    model.safetensors    weights: loading a checkpoint never runs code
+    tokenizer.json       Hugging Face tokenizers format
+    trainer_state.pt     under last/ only: optimizer, schedule, step, data position, RNG;
+                         loaded with ``torch.load(weights_only=True)``
+
+A checkpoint is written whole into a temporary sibling directory, each file flushed to
+disk, and then swapped in by renames, so a crash mid-save leaves the previous checkpoint
+loadable (at ``NAME`` or, during the swap itself, at ``NAME.old``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tokenizers import Tokenizer
+
+from . import __version__
+from .config import Recipe, recipe_from_dict
+from .errors import CheckpointError, RecipeError, SeqkitError
+from .model import SequenceModel, build_model
+from .tokenize import load_tokenizer, special_ids
+
+FORMAT_VERSION = 1
+CONFIG, WEIGHTS, TOKENIZER, TRAINER_STATE = "config.yaml", "model.safetensors", "tokenizer.json", "trainer_state.pt"
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: SequenceModel,
+    recipe: Recipe,
+    tokenizer: Tokenizer,
+    info: Optional[dict[str, Any]] = None,
+    trainer_state: Optional[dict[str, Any]] = None,
+) -> Path:
+    """Write a checkpoint directory atomically.
+
+    Args:
+        directory: where the checkpoint goes (replaced if it exists).
+        model: the model; its weights are saved with safetensors.
+        recipe: the resolved recipe the model was built from.
+        tokenizer: the tokenizer the model reads.
+        info: extra facts for the ``checkpoint:`` block (step, epoch, metrics).
+        trainer_state: what ``--resume`` needs (only for ``last/``).
+    """
+    directory = Path(directory)
+    recover(directory)
+    temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    config = recipe.model_dump(mode="json")
+    config["checkpoint"] = {
+        "format_version": FORMAT_VERSION,
+        "seqkit_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **(info or {}),
+    }
+    _write_text(temporary / CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    save_weights(model, temporary / WEIGHTS)
+    _write_text(temporary / TOKENIZER, tokenizer.to_str())
+    if trainer_state is not None:
+        torch.save(trainer_state, temporary / TRAINER_STATE)
+    for path in temporary.iterdir():
+        _fsync(path)
+    _swap_in(temporary, directory)
+    return directory
+
+
+def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -> tuple[SequenceModel, Recipe, Tokenizer, dict[str, Any]]:
+    """Rebuild a model from a checkpoint directory.
+
+    Returns:
+        The model in eval mode on ``device``, its recipe, its tokenizer and the
+        ``checkpoint:`` block of its ``config.yaml``.
+
+    Raises:
+        CheckpointError: a file is missing or does not fit the others.
+    """
+    directory = readable_directory(directory)
+    recipe, info = read_config(directory)
+    tokenizer_path = directory / TOKENIZER
+    if not tokenizer_path.is_file():
+        raise CheckpointError(tokenizer_path, "missing: a checkpoint needs its tokenizer")
+    try:
+        tokenizer = load_tokenizer(tokenizer_path)
+    except SeqkitError as error:
+        raise CheckpointError(tokenizer_path, str(error)) from None
+    model = build_model(recipe.task, recipe.model, tokenizer.get_vocab_size(), special_ids(tokenizer).pad)
+    load_weights(model, directory / WEIGHTS)
+    model.to(device).eval()
+    return model, recipe, tokenizer, info
+
+
+def save_weights(model: nn.Module, path: str | Path) -> None:
+    """Write a model's weights with safetensors; a tied tensor is stored once, under the
+    first name ``state_dict`` gives it. Tensors are copied to the CPU first, which also
+    separates cuDNN's flattened RNN weights (views into one buffer) into tensors of their own."""
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        tensors[name] = tensor.detach().to("cpu", copy=True).contiguous()
+    save_file(tensors, str(path))
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Fill a model, on any device, from a file ``save_weights`` wrote; every weight must fit.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or does not fit the model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "missing: a checkpoint needs its weights")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(path, f"unreadable or truncated ({error})") from None
+    expected = model.state_dict(keep_vars=True)
+    stored_ids = {id(expected[name]) for name in tensors if name in expected}
+    missing = [name for name, tensor in expected.items() if name not in tensors and id(tensor) not in stored_ids]
+    unexpected = [name for name in tensors if name not in expected]
+    wrong_shape = [
+        f"{name} {tuple(tensors[name].shape)} (config.yaml builds {tuple(expected[name].shape)})"
+        for name in tensors
+        if name in expected and tensors[name].shape != expected[name].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        details = [f"{label}: {', '.join(names)}" for label, names in
+                   (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)) if names]  # fmt: skip
+        raise CheckpointError(path, f"does not fit config.yaml ({'; '.join(details)})")
+    model.load_state_dict(tensors, strict=False)  # copies in place: tied and flattened weights stay so
+
+
+def read_config(directory: str | Path) -> tuple[Recipe, dict[str, Any]]:
+    """The recipe and the ``checkpoint:`` block of a checkpoint's ``config.yaml``."""
+    path = Path(directory) / CONFIG
+    if not path.is_file():
+        raise CheckpointError(Path(directory), f"not a seqkit checkpoint (no {CONFIG})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise CheckpointError(path, f"unreadable ({error})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(path, "not a seqkit checkpoint config")
+    info = data.pop("checkpoint", None) or {}
+    version = info.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(path, f"written in checkpoint format {version}, newer than this seqkit {__version__} reads ({FORMAT_VERSION}); upgrade seqkit")
+    try:
+        recipe = recipe_from_dict(data, path)
+    except RecipeError as error:
+        raise CheckpointError(path, "; ".join(error.problems)) from None
+    return recipe, info
+
+
+def load_trainer_state(directory: str | Path) -> dict[str, Any]:
+    """The trainer state under ``last/``, loaded without running any pickled code."""
+    path = readable_directory(directory) / TRAINER_STATE
+    if not path.is_file():
+        raise CheckpointError(path, "missing: cannot resume without the trainer state")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling errors come in many types
+        raise CheckpointError(path, f"refused or unreadable ({str(error).splitlines()[0]})") from None
+
+
+def readable_directory(directory: str | Path) -> Path:
+    """The directory to read a checkpoint from: ``directory``, or ``directory.old`` when a
+    save was cut off in the middle of swapping the new checkpoint in."""
+    directory = Path(directory)
+    if directory.is_dir():
+        return directory
+    old = _old(directory)
+    if not directory.exists() and old.is_dir():
+        return old
+    raise CheckpointError(directory, "checkpoint directory not found")
+
+
+def recover(directory: str | Path) -> None:
+    """Finish or undo a swap that a crash interrupted, leaving ``directory`` complete."""
+    directory = Path(directory)
+    old = _old(directory)
+    if old.is_dir():
+        if directory.is_dir():
+            shutil.rmtree(old)
+        else:
+            os.rename(old, directory)
+    for leftover in directory.parent.glob(f".{directory.name}.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _swap_in(temporary: Path, directory: Path) -> None:
+    old = _old(directory)
+    if directory.exists():
+        os.rename(directory, old)
+    os.rename(temporary, directory)
+    shutil.rmtree(old, ignore_errors=True)
+    _fsync(directory.parent)
+
+
+def _old(directory: Path) -> Path:
+    return directory.with_name(directory.name + ".old")
+
+
+def _write_text(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,344 @@
+"""The recipe: YAML in, a typed and validated ``Recipe`` out, every default visible.
+
+``load_recipe`` is the one entry point. It reads the YAML, applies ``--set`` overrides,
+validates types with pydantic and then the rules that tie keys together, and reports
+*every* problem at once, one line each, naming the file, line and key::
+
+    recipes/lm.yaml:14: model.hiden_size: unknown key (did you mean model.hidden_size?)
+    --set train.epochs=three: train.epochs: Input should be a valid integer
+
+Sections and key names follow DESIGN.md. Each key has exactly one home: the code that
+acts on it reads it from the ``Recipe`` and passes plain values on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Iterable, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import RecipeError
+
+Task = Literal["language_model"]
+TASKS: tuple[str, ...] = ("language_model",)
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    """Where the examples come from. Paths are relative to the working directory."""
+
+    train: Optional[str] = None
+    valid: Optional[str] = None
+    test: Optional[str] = None
+
+
+class TokenizerConfig(_Section):
+    """How text becomes token ids (Hugging Face ``tokenizers``)."""
+
+    kind: Literal["word", "bpe", "char"] = "word"
+    path: Optional[str] = None  # an existing tokenizer.json: used as is, not trained
+    lowercase: bool = False
+    min_frequency: int = Field(1, ge=1)
+    vocab_size: Optional[int] = Field(None, ge=8)  # null: word/char keep all, bpe 8000
+
+
+class ModelConfig(_Section):
+    """Embedding -> RNN/GRU/LSTM encoder -> task head."""
+
+    embedding_dim: int = Field(128, ge=1)
+    encoder: Literal["rnn", "gru", "lstm"] = "lstm"
+    nonlinearity: Literal["tanh", "relu"] = "tanh"
+    hidden_size: int = Field(256, ge=1)
+    num_layers: int = Field(2, ge=1)
+    bidirectional: bool = False
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    tie_weights: bool = False
+
+
+class TrainConfig(_Section):
+    """The optimisation loop: what ``train.py`` reads."""
+
+    epochs: Optional[int] = Field(3, ge=1)
+    max_steps: Optional[int] = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)
+    bptt: int = Field(35, ge=1)  # language model: tokens per truncated-BPTT chunk
+    eval_batch_size: int = Field(10, ge=1)
+    lr: float = Field(0.003, gt=0.0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)  # sgd only
+    weight_decay: float = Field(0.0, ge=0.0)
+    grad_clip: Optional[float] = Field(1.0, gt=0.0)
+    schedule: Literal["none", "plateau", "cosine"] = "none"
+    warmup_steps: int = Field(0, ge=0)
+    min_lr: float = Field(0.0, ge=0.0)
+    plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    plateau_patience: int = Field(0, ge=0)
+    eval_every: Optional[int] = Field(None, ge=1)  # steps; null: after every epoch
+    early_stopping: Optional[int] = Field(None, ge=1)  # evaluations without improvement
+    log_every: int = Field(20, ge=1)
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+
+class GenerateConfig(_Section):
+    """Sampling settings: the sample printed after training, and `seqkit generate` defaults."""
+
+    prompt: str = ""
+    max_tokens: int = Field(50, ge=1)
+    temperature: float = Field(1.0, gt=0.0)
+    top_k: Optional[int] = Field(None, ge=1)
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+
+
+class Recipe(_Section):
+    """A whole recipe. ``Recipe.model_dump()`` is what ``config.yaml`` holds."""
+
+    task: Task
+    seed: int = 0
+    output_dir: str = "runs/run"
+    data: DataConfig = DataConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    generate: GenerateConfig = GenerateConfig()
+
+
+def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bool = True) -> Recipe:
+    """Read, override and validate a recipe file.
+
+    Args:
+        path: the YAML recipe.
+        overrides: ``SECTION.KEY=VALUE`` strings; values are parsed as YAML scalars.
+        check_files: also check that the data and tokenizer files it names exist.
+
+    Returns:
+        The validated recipe.
+
+    Raises:
+        RecipeError: listing every problem found, one line each.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError([f"{path}: recipe not found"]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecipeError([f"{path}: cannot read the recipe ({error})"]) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise RecipeError([f"{where}: YAML syntax error: {error.problem or error}"]) from None
+    except yaml.YAMLError as error:
+        raise RecipeError([f"{path}: YAML syntax error: {error}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError([f"{path}:1: a recipe is a mapping of sections (task, data, model, train, ...)"])
+
+    locate = _Locator(path, root)
+    problems = locate.duplicate_keys()
+    override_sources: dict[tuple[str, ...], str] = {}
+    for item in overrides:
+        key_path, problem = _apply_override(data, item)
+        if problem:
+            problems.append(f"--set {item}: {problem}")
+        else:
+            override_sources[key_path] = f"--set {item}"
+
+    def where(loc: tuple[str, ...]) -> str:
+        for depth in range(len(loc), 0, -1):
+            if loc[:depth] in override_sources:
+                return override_sources[loc[:depth]]
+        return locate(loc)
+
+    recipe, type_problems = _validate(data, where)
+    problems += type_problems
+    if recipe is not None:
+        problems += [f"{where(loc)}: {'.'.join(loc)}: {msg}" for loc, msg in check_consistency(recipe)]
+        if check_files:
+            problems += [f"{where(loc)}: {'.'.join(loc)}: {msg}" for loc, msg in _check_files(recipe)]
+    if problems:
+        raise RecipeError(problems)
+    return recipe
+
+
+def recipe_from_dict(data: dict[str, Any], source: str | Path) -> Recipe:
+    """Validate a recipe that is already a dict (a checkpoint's ``config.yaml``)."""
+    recipe, problems = _validate(data, lambda loc: str(source))
+    if recipe is not None:
+        problems += [f"{source}: {'.'.join(loc)}: {msg}" for loc, msg in check_consistency(recipe)]
+    if problems:
+        raise RecipeError(problems)
+    return recipe
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The fully resolved recipe as YAML, every default written out, in schema order."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
+    """Rules that tie several keys together; each problem is (key path, message)."""
+    problems = []
+    model, train = recipe.model, recipe.train
+    if recipe.task == "language_model" and model.bidirectional:
+        problems.append(
+            (("model", "bidirectional"), "a language model predicts the next token, so its encoder must read left to right; set it to false")
+        )
+    if train.epochs is None and train.max_steps is None:
+        problems.append((("train", "epochs"), "set train.epochs or train.max_steps (or both): training needs an end"))
+    if not _DEVICE_PATTERN.match(train.device):
+        problems.append((("train", "device"), f"unknown device {train.device!r}: use auto, cpu, cuda, cuda:N or mps"))
+    elif train.precision == "fp16" and train.device in ("cpu", "mps"):
+        problems.append((("train", "precision"), "fp16 needs CUDA (it trains with a gradient scaler); use bf16 on the CPU"))
+    return problems
+
+
+def _check_files(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
+    problems = []
+    for split in ("train", "valid"):
+        if getattr(recipe.data, split) is None:
+            problems.append((("data", split), f"missing: the path of the {'training' if split == 'train' else 'validation'} file"))
+    for split in ("train", "valid", "test"):
+        value = getattr(recipe.data, split)
+        if value is not None:
+            problems += _file_problem(("data", split), value)
+    if recipe.tokenizer.path is not None:
+        problems += _file_problem(("tokenizer", "path"), recipe.tokenizer.path)
+    return problems
+
+
+def _file_problem(loc: tuple[str, ...], value: str) -> list[tuple[tuple[str, ...], str]]:
+    path = Path(value)
+    if not path.exists():
+        return [(loc, f"file not found: {value}")]
+    if not path.is_file():
+        return [(loc, f"not a file: {value}")]
+    return []
+
+
+def _validate(data: dict[str, Any], where) -> tuple[Recipe | None, list[str]]:
+    try:
+        return Recipe.model_validate(data), []
+    except ValidationError as error:
+        return None, [_describe(e, where) for e in error.errors()]
+
+
+def _describe(error: dict[str, Any], where) -> str:
+    loc = tuple(str(part) for part in error["loc"])
+    key = ".".join(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        hint = _did_you_mean(loc)
+        return f"{where(loc)}: {key}: unknown key{hint}"
+    if kind == "missing":
+        allowed = f" (one of {', '.join(TASKS)})" if loc == ("task",) else ""
+        return f"{where(loc)}: {key}: missing{allowed}"
+    message = error["msg"]
+    if kind == "literal_error" and isinstance(error.get("input"), str):
+        expected = re.findall(r"'([^']*)'", message)
+        close = difflib.get_close_matches(error["input"], expected, n=1)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+    if kind == "model_type":
+        message = "expected a mapping of keys (section: {key: value, ...})"
+    return f"{where(loc)}: {key}: {message}, got {error.get('input')!r}"
+
+
+def _did_you_mean(loc: tuple[str, ...]) -> str:
+    """Suggest the key the user meant: a close spelling in the same section, else the
+    same name in another section (``train.hidden_size`` -> ``model.hidden_size``)."""
+    sections = {name: field.annotation for name, field in Recipe.model_fields.items()}
+    if len(loc) == 1:
+        candidates = list(sections)
+        close = difflib.get_close_matches(loc[0], candidates, n=1)
+        if close:
+            return f" (did you mean {close[0]}?)"
+        for section, annotation in sections.items():
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel) and loc[0] in annotation.model_fields:
+                return f" (did you mean {section}.{loc[0]}?)"
+        return f" (sections are: {', '.join(candidates)})"
+    section, name = loc[0], loc[-1]
+    model = sections.get(section)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        close = difflib.get_close_matches(name, list(model.model_fields), n=1)
+        if close:
+            return f" (did you mean {section}.{close[0]}?)"
+    for other, annotation in sections.items():
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and name in annotation.model_fields:
+            return f" (did you mean {other}.{name}?)"
+    return ""
+
+
+def _apply_override(data: dict[str, Any], item: str) -> tuple[tuple[str, ...], str | None]:
+    """Set ``a.b=value`` into ``data``; returns the key path and a problem, if any."""
+    if "=" not in item:
+        return (), "expected SECTION.KEY=VALUE"
+    dotted, raw = item.split("=", 1)
+    key_path = tuple(part.strip() for part in dotted.split("."))
+    if not all(key_path):
+        return (), "expected SECTION.KEY=VALUE"
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw  # not a YAML scalar: take the text as it is
+    node = data
+    for depth, part in enumerate(key_path[:-1]):
+        child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            return (), f"{'.'.join(key_path[: depth + 1])} is not a section"
+        node = child
+    node[key_path[-1]] = value
+    return key_path, None
+
+
+class _Locator:
+    """Maps a key path to ``file:line`` using the YAML node tree (PyYAML keeps marks there)."""
+
+    def __init__(self, path: Path, root: yaml.Node | None):
+        self.path = path
+        self.root = root
+
+    def __call__(self, loc: tuple[str, ...]) -> str:
+        node, line = self.root, None
+        for part in loc:
+            if not isinstance(node, yaml.MappingNode):
+                break
+            for key_node, value_node in node.value:
+                if key_node.value == part:
+                    line, node = key_node.start_mark.line + 1, value_node
+                    break
+            else:
+                break  # a missing key: point at the section that should hold it
+        return f"{self.path}:{line}" if line else str(self.path)
+
+    def duplicate_keys(self) -> list[str]:
+        problems: list[str] = []
+
+        def walk(node: yaml.Node, prefix: str) -> None:
+            if not isinstance(node, yaml.MappingNode):
+                return
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                name = f"{prefix}{key_node.value}"
+                if key_node.value in seen:
+                    problems.append(f"{self.path}:{key_node.start_mark.line + 1}: {name}: duplicate key (the later value would win silently)")
+                seen.add(key_node.value)
+                walk(value_node, name + ".")
+
+        if self.root is not None:
+            walk(self.root, "")
+        return problems

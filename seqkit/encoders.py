@@ -1,0 +1,149 @@
+"""Token embeddings and the packed RNN / GRU / LSTM encoder.
+
+This is where the recurrent network is built (``RNNEncoder``) and where a padded batch is
+packed: ``pack_padded_sequence(..., enforce_sorted=False)`` whenever the sequences of a
+batch have different lengths, so padding never reaches the recurrence and each
+sequence's final state is taken at its own last real step.
+
+Both modules take plain arguments and work in a notebook without a recipe::
+
+    encoder = RNNEncoder(input_size=128, hidden_size=256, num_layers=2, cell="gru")
+    states, final_state = encoder(inputs, lengths)  # (batch, time, 256), (2, batch, 256)
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+# An RNN's or GRU's state is one tensor; an LSTM's is (h, c). Each is shaped
+# (num_layers * num_directions, batch, hidden_size), whatever batch_first says.
+State = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+
+RNN_CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+
+class TokenEmbedding(nn.Module):
+    """Token ids -> vectors, with dropout. The padding id maps to a zero vector that
+    receives no gradient."""
+
+    def __init__(self, vocab_size: int, embedding_dim: int, padding_idx: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
+        # small initial vectors: PyTorch's N(0, 1) default gives huge first logits when the
+        # output layer shares this matrix
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        with torch.no_grad():
+            self.embedding.weight[padding_idx].zero_()
+        self.dropout = nn.Dropout(dropout)
+        self.output_dim = embedding_dim
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.embedding.weight
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """(batch, time) ids -> (batch, time, embedding_dim) vectors."""
+        return self.dropout(self.embedding(token_ids))
+
+
+class RNNEncoder(nn.Module):
+    """A multi-layer ``nn.RNN``, ``nn.GRU`` or ``nn.LSTM`` over padded, batch-first inputs.
+
+    Args:
+        input_size: size of each input vector.
+        hidden_size: size of the state of each direction.
+        num_layers: stacked recurrent layers.
+        cell: ``rnn``, ``gru`` or ``lstm``.
+        nonlinearity: ``tanh`` or ``relu`` (``rnn`` only).
+        bidirectional: also read each sequence right to left.
+        dropout: dropout between stacked layers.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        cell: str = "lstm",
+        nonlinearity: str = "tanh",
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if cell not in RNN_CELLS:
+            raise ValueError(f"unknown cell {cell!r}: use one of {', '.join(RNN_CELLS)}")
+        extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
+        self.rnn = RNN_CELLS[cell](
+            input_size,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,  # PyTorch applies it between layers only
+            **extra,
+        )
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_directions = 2 if bidirectional else 1
+
+    @property
+    def output_dim(self) -> int:
+        """Size of each output state: ``hidden_size * num_directions``."""
+        return self.hidden_size * self.num_directions
+
+    def state_shape(self, batch_size: int) -> tuple[int, int, int]:
+        """The shape of an initial or final state tensor (each of h and c for an LSTM)."""
+        return (self.num_layers * self.num_directions, batch_size, self.hidden_size)
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        lengths: Optional[torch.Tensor] = None,
+        initial_state: Optional[State] = None,
+    ) -> tuple[torch.Tensor, State]:
+        """Run the recurrence.
+
+        Args:
+            inputs: (batch, time, input_size), padded after each sequence's end.
+            lengths: (batch,) real lengths, or ``None`` when every sequence fills ``time``.
+            initial_state: ``None`` for zeros, else shaped like ``state_shape(batch)``
+                (a pair of such tensors for an LSTM).
+
+        Returns:
+            states: (batch, time, num_directions * hidden_size); zero at padded steps.
+            final_state: the state after each sequence's last real step, shaped like
+                ``initial_state``.
+        """
+        batch_size, max_length = inputs.shape[0], inputs.shape[1]
+        self._check_state(initial_state, batch_size)
+        if lengths is None or bool((lengths == max_length).all()):
+            return self.rnn(inputs, initial_state)
+        lengths = lengths.cpu()  # pack_padded_sequence wants lengths on the CPU
+        if bool((lengths < 1).any()) or bool((lengths > max_length).any()):
+            raise ValueError(f"lengths must lie in 1..{max_length} (the time dimension), got {lengths.tolist()}")
+        packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
+        packed_states, final_state = self.rnn(packed, initial_state)
+        states, _ = pad_packed_sequence(packed_states, batch_first=True, total_length=max_length)
+        return states, final_state  # (batch, time, directions * hidden)
+
+    def _check_state(self, state: Optional[State], batch_size: int) -> None:
+        if state is None:
+            return
+        expected = self.state_shape(batch_size)
+        parts = state if isinstance(state, tuple) else (state,)
+        if self.cell == "lstm" and len(parts) != 2:
+            raise ValueError("an LSTM's initial state is a pair (h, c) of tensors")
+        if self.cell != "lstm" and isinstance(state, tuple):
+            raise ValueError(f"a {self.cell.upper()}'s initial state is one tensor, not a tuple")
+        for part in parts:
+            if tuple(part.shape) != expected:
+                raise ValueError(
+                    f"initial state has shape {tuple(part.shape)}; expected "
+                    f"(num_layers * num_directions, batch, hidden_size) = {expected}. "
+                    "batch_first does not change the state's layout: batch is always its second dimension"
+                )

@@ -1,0 +1,136 @@
+"""Tokenizers: Hugging Face ``tokenizers`` models trained on the training split.
+
+Three kinds, all saved as a standard ``tokenizer.json``:
+
+- ``word``: a word-level vocabulary. Text is split on whitespace, then into runs of word
+  characters and single punctuation marks (``don't`` -> ``don ' t``).
+- ``bpe``: byte-level BPE (GPT-2 style), so no input is ever out of vocabulary.
+- ``char``: one token per character, spaces included.
+
+Every seqkit tokenizer has the special tokens ``<pad>`` (id 0), ``<unk>`` and ``<eos>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from .errors import DataError
+
+PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
+SPECIAL_TOKENS = [PAD, UNK, EOS]
+DEFAULT_BPE_VOCAB_SIZE = 8000
+_WORD_PATTERN = Regex(r"\w+|[^\w\s]")
+_ANY_CHARACTER = Regex(r"[\s\S]")
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    pad: int
+    unk: int
+    eos: int
+
+
+def train_tokenizer(
+    kind: str,
+    lines: Iterable[str],
+    *,
+    lowercase: bool = False,
+    min_frequency: int = 1,
+    vocab_size: int | None = None,
+) -> Tokenizer:
+    """Train a tokenizer of the given kind on an iterable of text lines.
+
+    Args:
+        kind: ``word``, ``bpe`` or ``char``.
+        lines: the training text, one string per line.
+        lowercase: lowercase all text before splitting (also at inference).
+        min_frequency: drop words (word) or merges (bpe) seen fewer times than this.
+        vocab_size: the most entries to keep, special tokens included; ``None`` keeps
+            every word or character, and means 8000 for ``bpe``.
+
+    Returns:
+        A trained ``tokenizers.Tokenizer`` with ``<pad>``, ``<unk>`` and ``<eos>``.
+    """
+    if kind == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size or DEFAULT_BPE_VOCAB_SIZE,
+            min_frequency=min_frequency,
+            special_tokens=SPECIAL_TOKENS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+    elif kind in ("word", "char"):
+        tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
+        if kind == "word":
+            tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+                [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(_WORD_PATTERN, behavior="isolated")]
+            )
+        else:
+            tokenizer.pre_tokenizer = pre_tokenizers.Split(_ANY_CHARACTER, behavior="isolated")
+            tokenizer.decoder = decoders.Fuse()
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=vocab_size or 1 << 31,
+            min_frequency=min_frequency,
+            special_tokens=SPECIAL_TOKENS,
+            show_progress=False,
+        )
+    else:
+        raise ValueError(f"unknown tokenizer kind {kind!r}: use word, bpe or char")
+    if lowercase:
+        tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.train_from_iterator(lines, trainer)
+    return tokenizer
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Load a ``tokenizer.json``, adding seqkit's special tokens if it lacks them."""
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except FileNotFoundError:
+        raise DataError(path, "tokenizer file not found") from None
+    except Exception as error:  # tokenizers raises a bare Exception on bad JSON
+        raise DataError(path, f"not a Hugging Face tokenizer.json ({error})") from None
+    missing = [token for token in SPECIAL_TOKENS if tokenizer.token_to_id(token) is None]
+    if missing:
+        tokenizer.add_special_tokens(missing)
+    return tokenizer
+
+
+def special_ids(tokenizer: Tokenizer) -> SpecialIds:
+    """The ids of ``<pad>``, ``<unk>`` and ``<eos>`` in this tokenizer."""
+    ids = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+    missing = [token for token, index in ids.items() if index is None]
+    if missing:
+        raise ValueError(f"tokenizer lacks the special tokens {', '.join(missing)}")
+    return SpecialIds(pad=ids[PAD], unk=ids[UNK], eos=ids[EOS])
+
+
+def tokenizer_kind(tokenizer: Tokenizer) -> str:
+    """``word``, ``bpe`` or ``char``, read back from a tokenizer's own settings."""
+    model = type(tokenizer.model).__name__
+    if model == "BPE":
+        return "bpe"
+    if isinstance(tokenizer.decoder, decoders.Fuse):
+        return "char"
+    return "word" if model == "WordLevel" else model.lower()
+
+
+def decode(tokenizer: Tokenizer, token_ids: list[int]) -> str:
+    """Ids back to text; each ``<eos>`` becomes a line break."""
+    eos = tokenizer.token_to_id(EOS)
+    lines, current = [], []
+    for index in token_ids:
+        if index == eos:
+            lines.append(current)
+            current = []
+        else:
+            current.append(index)
+    lines.append(current)
+    return "\n".join(tokenizer.decode(line, skip_special_tokens=True) for line in lines)

@@ -1,0 +1,482 @@
+"""``train(recipe)``: the training loop, written out.
+
+Read it top to bottom: set up the run directory, tokenizer, data, model, optimizer and
+schedule (or restore them all from ``last/`` with ``resume``); then, per step: forward,
+loss, ``backward()``, the pre-clip gradient norm from ``clip_grad_norm_``, ``step()``, the
+schedule, logging; and at each evaluation: validation metrics, ``metrics.jsonl``,
+TensorBoard, ``best/``, ``last/`` and early stopping. What differs between tasks lives in
+``tasks.py`` (data, loss of a batch, evaluation), not here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+from tqdm import tqdm
+
+from .checkpoint import CONFIG, TOKENIZER, WEIGHTS, load_trainer_state, load_weights, read_config, recover, save_checkpoint
+from .config import Recipe, TrainConfig, dump_recipe
+from .data import read_text
+from .encoders import State
+from .errors import RecipeError, SeqkitError
+from .model import build_model, count_parameters
+from .runtime import autocast, resolve_device, seed_everything, tune_allocator
+from .tasks import TASKS
+from .tokenize import load_tokenizer, special_ids, train_tokenizer
+
+# What a resumed run must share with the run it continues; `train` and `generate` may change.
+_FIXED_SECTIONS = ("task", "seed", "data", "tokenizer", "model")
+
+
+class TrainingInterrupted(SeqkitError):
+    """Raised after SIGINT/SIGTERM once ``last/`` is saved; the run can be resumed."""
+
+    def __init__(self, step: int, last: Path):
+        self.step, self.last = step, last
+        super().__init__(f"interrupted at step {step}; saved {last}")
+
+
+class TrainingDiverged(SeqkitError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in ``last/trainer_state.pt`` and restored by resume."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already trained on
+    best_metric: Optional[float] = None
+    best_step: Optional[int] = None
+    evals_without_improvement: int = 0
+    finished: bool = False
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns: where the run is and how it went."""
+
+    run_dir: Path
+    steps: int
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    test_metrics: Optional[dict[str, Any]] = None
+    sample: Optional[str] = None
+    train_tokens_per_sec: float = float("nan")  # steady state: first log interval and evaluations left out
+
+
+def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> TrainResult:
+    """Train the model a recipe describes and write its run directory.
+
+    Args:
+        recipe: a validated recipe (``config.load_recipe``).
+        resume: continue the run in ``recipe.output_dir`` from its ``last/`` checkpoint.
+        overwrite: replace a run already in ``recipe.output_dir``.
+        quiet: print nothing but the final summary.
+
+    Returns:
+        A ``TrainResult``.
+
+    Raises:
+        SeqkitError: bad input (named), divergence, or an interruption after ``last/`` was saved.
+    """
+    say = (lambda message: None) if quiet else tqdm.write
+    run_dir = Path(recipe.output_dir)
+    _prepare_run_dir(run_dir, recipe, resume=resume, overwrite=overwrite)
+    seed_everything(recipe.seed)
+    tune_allocator()
+    device = resolve_device(recipe.train.device)
+    if recipe.train.precision == "fp16" and device.type != "cuda":
+        raise RecipeError([f"train.precision: fp16 needs CUDA, and training runs on {device}; use bf16 or fp32"])
+
+    tokenizer = load_tokenizer(run_dir / TOKENIZER) if resume else _make_tokenizer(recipe)
+    task = TASKS[recipe.task](recipe, tokenizer)
+    model = build_model(recipe.task, recipe.model, tokenizer.get_vocab_size(), special_ids(tokenizer).pad).to(device)
+    optimizer = build_optimizer(model, recipe.train)
+    steps_per_epoch = task.steps_per_epoch()
+    total_steps = min(recipe.train.max_steps or math.inf, (recipe.train.epochs or math.inf) * steps_per_epoch)
+    scheduler = build_scheduler(optimizer, recipe.train, total_steps, task.higher_is_better)
+    scaler = torch.amp.GradScaler(device.type, enabled=recipe.train.precision == "fp16")
+    progress, carry, interval = Progress(), None, _Interval(device)
+
+    if resume:
+        state = load_trainer_state(run_dir / "last")
+        load_weights(model, run_dir / "last" / WEIGHTS)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        progress = Progress(**state["progress"])
+        carry = _to_device(state["carry"], device)
+        interval.load_state_dict(state["interval"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if device.type == "cuda" and state["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        _drop_records_after(run_dir / "metrics.jsonl", progress.step)
+        say(f"resuming {run_dir} at step {progress.step} (epoch {progress.epoch}, batch {progress.batch_in_epoch})")
+    else:
+        (run_dir / CONFIG).write_text(dump_recipe(recipe), encoding="utf-8")
+        (run_dir / TOKENIZER).write_text(tokenizer.to_str(), encoding="utf-8")
+
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress.step if resume else None)
+    if not resume:
+        _log_hparams(writer, recipe, task)
+    say(f"{recipe.task}: {task.summary()}")
+    say(f"model: {recipe.model.encoder} {recipe.model.num_layers}x{recipe.model.hidden_size}, "
+        f"{count_parameters(model):,} parameters on {device}; {steps_per_epoch:,} steps per epoch")  # fmt: skip
+
+    def save_last(info: dict[str, Any]) -> None:
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "progress": asdict(progress),
+            "carry": _to_device(carry, "cpu"),
+            "interval": interval.state_dict(),
+            "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+        }
+        save_checkpoint(run_dir / "last", model, recipe, tokenizer, info, trainer_state=state)
+
+    train_config = recipe.train
+    epochs = train_config.epochs or math.inf
+    bar = tqdm(total=None if math.isinf(total_steps) else int(total_steps), initial=progress.step, unit="step",
+               disable=quiet or not sys.stdout.isatty(), dynamic_ncols=True, leave=False)  # fmt: skip
+    stop = _StopSignal()
+    with stop:
+        while not progress.finished and progress.epoch < epochs:
+            batches = task.train_batches(progress.epoch, device)
+            for index in range(progress.batch_in_epoch, len(batches)):
+                model.train()
+                with autocast(device, train_config.precision):
+                    loss, num_targets, carry = task.loss(model, batches[index], carry)
+                # detach the carried state: BPTT stops at chunk boundaries
+                carry = _detach(carry)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)  # clip and log the true gradient under fp16
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip or math.inf)
+                scaler.step(optimizer)
+                scaler.update()
+                if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step()
+                interval.add(loss.detach(), num_targets, grad_norm)
+
+                progress.step += 1
+                progress.batch_in_epoch = index + 1
+                end_of_epoch = progress.batch_in_epoch == len(batches)
+                if end_of_epoch:
+                    progress.epoch, progress.batch_in_epoch, carry = progress.epoch + 1, 0, None
+                bar.update()
+
+                if progress.step % train_config.log_every == 0:
+                    logged = interval.log(writer, progress.step, optimizer.param_groups[0]["lr"])
+                    if not math.isfinite(logged["loss"]):
+                        raise TrainingDiverged(
+                            f"step {progress.step}: the training loss became {logged['loss']}; the last good checkpoint "
+                            f"is {run_dir / 'last'}. Lower train.lr or set train.grad_clip"
+                        )
+                    bar.set_postfix(loss=f"{logged['loss']:.3f}", tok_s=f"{logged['tokens_per_sec']:,.0f}")
+
+                out_of_steps = progress.step >= (train_config.max_steps or math.inf)
+                out_of_epochs = end_of_epoch and progress.epoch >= epochs
+                due = (train_config.eval_every is None and end_of_epoch) or (
+                    train_config.eval_every is not None and progress.step % train_config.eval_every == 0
+                )
+                if due or out_of_steps or out_of_epochs:
+                    interval.pause()
+                    metrics = task.evaluate(model, train_config.precision)
+                    value = metrics[task.metric]
+                    improved = progress.best_metric is None or (
+                        value > progress.best_metric if task.higher_is_better else value < progress.best_metric
+                    )
+                    if improved:
+                        progress.best_metric, progress.best_step = value, progress.step
+                        progress.evals_without_improvement = 0
+                    else:
+                        progress.evals_without_improvement += 1
+                    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                        scheduler.step(value)
+                    early_stop = (train_config.early_stopping is not None
+                                  and progress.evals_without_improvement >= train_config.early_stopping)  # fmt: skip
+                    progress.finished = out_of_steps or out_of_epochs or early_stop
+                    record = {
+                        "step": progress.step,
+                        "epoch": round(progress.step / steps_per_epoch, 3),
+                        "split": "valid",
+                        **metrics,
+                        "train_loss": interval.take_eval_loss(),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "best": improved,
+                    }
+                    _append_record(run_dir / "metrics.jsonl", record)
+                    for name, number in metrics.items():
+                        writer.add_scalar(f"valid/{name}", number, progress.step)
+                    writer.flush()
+                    info = {"step": progress.step, "epoch": record["epoch"], "metrics": {"valid": metrics}}
+                    if improved:
+                        save_checkpoint(run_dir / "best", model, recipe, tokenizer, info)
+                    save_last(info)
+                    say(_describe_eval(record, task) + ("  *best" if improved else ""))
+                    if early_stop:
+                        say(f"early stopping: no improvement in {train_config.early_stopping} evaluations")
+                    interval.resume()
+                if progress.finished:
+                    break
+                if stop.requested:
+                    # finish the step in hand, save everything a resume needs, then leave
+                    save_last({"step": progress.step, "epoch": round(progress.step / steps_per_epoch, 3)})
+                    bar.close()
+                    writer.close()
+                    raise TrainingInterrupted(progress.step, run_dir / "last")
+    bar.close()
+
+    # Report on the best checkpoint: test metrics and, for generative tasks, a sample.
+    result = TrainResult(run_dir=run_dir, steps=progress.step, train_tokens_per_sec=interval.steady_tokens_per_sec())
+    best = run_dir / "best"
+    if best.is_dir():
+        load_weights(model, best / WEIGHTS)
+        result.best_metrics = read_config(best)[1].get("metrics", {}).get("valid", {})
+    if recipe.data.test is not None:
+        result.test_metrics = task.evaluate(model, train_config.precision, split="test")
+        _append_record(run_dir / "metrics.jsonl", {"step": progress.best_step, "split": "test", **result.test_metrics})
+        for name, number in result.test_metrics.items():
+            writer.add_scalar(f"test/{name}", number, progress.best_step or 0)
+    result.sample = task.sample(model)
+    if result.sample is not None:
+        writer.add_text("sample", "    " + result.sample.replace("\n", "\n    "), progress.step)
+    writer.close()
+    return result
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer named by ``train.optimizer``."""
+    parameters = list(model.parameters())
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: float, higher_is_better: bool):
+    """The learning-rate schedule named by ``train.schedule``.
+
+    ``plateau`` steps after each evaluation with the validation metric; ``none`` and
+    ``cosine`` step after every optimizer step, with a linear warm-up over
+    ``warmup_steps``. Cosine decays to ``min_lr`` at the last step.
+    """
+    if config.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max" if higher_is_better else "min", factor=config.plateau_factor,
+            patience=config.plateau_patience, min_lr=config.min_lr,
+        )  # fmt: skip
+    warmup, floor = config.warmup_steps, config.min_lr / config.lr
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "cosine" and math.isfinite(total_steps):
+            done = min(1.0, (step - warmup) / max(1.0, total_steps - warmup))
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * done))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _make_tokenizer(recipe: Recipe):
+    config = recipe.tokenizer
+    if config.path is not None:
+        return load_tokenizer(config.path)
+    lines = read_text(recipe.data.train)["text"]
+    return train_tokenizer(
+        config.kind, lines, lowercase=config.lowercase, min_frequency=config.min_frequency, vocab_size=config.vocab_size
+    )
+
+
+def _prepare_run_dir(run_dir: Path, recipe: Recipe, *, resume: bool, overwrite: bool) -> None:
+    """Check the output directory before any work: never lose a saved run by accident."""
+    if resume:
+        recover(run_dir / "last")
+        recover(run_dir / "best")
+        if not (run_dir / "last").is_dir():
+            raise SeqkitError(f"{run_dir / 'last'}: nothing to resume (no checkpoint saved there yet)")
+        saved, _ = read_config(run_dir / "last")
+        problems = [
+            f"{run_dir / 'last' / CONFIG}: {key}: the run was trained with {old!r}, the recipe now says {new!r}"
+            for key, old, new in _differences(saved.model_dump(mode="json"), recipe.model_dump(mode="json"))
+            if key.split(".")[0] in _FIXED_SECTIONS
+        ]
+        if problems:
+            raise RecipeError(problems + ["--resume continues a run with the same task, seed, data, tokenizer and model"])
+        return
+    existing = [name for name in ("last", "best", "metrics.jsonl", CONFIG) if (run_dir / name).exists()]
+    if existing and not overwrite:
+        raise SeqkitError(
+            f"{run_dir}: already holds a run ({', '.join(existing)}); pass --resume to continue it, "
+            "--overwrite to replace it, or --output-dir to train elsewhere"
+        )
+    if overwrite:
+        for name in ("last", "best", "last.old", "best.old", "tb"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        for name in ("metrics.jsonl", CONFIG, TOKENIZER):
+            (run_dir / name).unlink(missing_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".seqkit-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise SeqkitError(f"{run_dir}: cannot write the run directory ({error.strerror or error})") from None
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in dict.fromkeys([*old, *new]):
+            found += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return found
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+class _Interval:
+    """Sums over the steps since the last log line (and since the last evaluation), kept
+    on the device so that training never waits for a ``.item()``."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss*n, n, grad norm, max grad norm, steps
+        self.eval_sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss*n, n since the last evaluation
+        self.started = time.perf_counter()
+        self.paused_at: Optional[float] = None
+        self.logs = 0
+        self.steady = [0.0, 0.0]  # tokens, seconds after the first log interval
+
+    def add(self, loss: torch.Tensor, num_targets: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        weighted = loss.double() * num_targets
+        grad_norm = grad_norm.double()
+        self.sums += torch.stack([weighted, num_targets.double(), grad_norm, torch.zeros_like(grad_norm), torch.ones_like(grad_norm)])
+        self.sums[3] = torch.maximum(self.sums[3], grad_norm)
+        self.eval_sums += torch.stack([weighted, num_targets.double()])
+
+    def log(self, writer: SummaryWriter, step: int, lr: float) -> dict[str, float]:
+        seconds = time.perf_counter() - self.started
+        loss_sum, tokens, grad_sum, grad_max, steps = self.sums.tolist()
+        logged = {
+            "loss": loss_sum / max(tokens, 1.0),
+            "lr": lr,
+            "grad_norm": grad_sum / max(steps, 1.0),
+            "grad_norm_max": grad_max,
+            "tokens_per_sec": tokens / max(seconds, 1e-9),
+        }
+        for name, value in logged.items():
+            writer.add_scalar(f"train/{name}", value, step)
+        self.logs += 1
+        if self.logs > 1:  # the first interval holds warm-up costs
+            self.steady[0] += tokens
+            self.steady[1] += seconds
+        self.sums.zero_()
+        self.started = time.perf_counter()
+        return logged
+
+    def take_eval_loss(self) -> float:
+        loss_sum, tokens = self.eval_sums.tolist()
+        self.eval_sums.zero_()
+        return loss_sum / tokens if tokens else float("nan")
+
+    def pause(self) -> None:
+        self.paused_at = time.perf_counter()
+
+    def resume(self) -> None:
+        self.started += time.perf_counter() - (self.paused_at or time.perf_counter())
+
+    def steady_tokens_per_sec(self) -> float:
+        return self.steady[0] / self.steady[1] if self.steady[1] else float("nan")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": self.sums.cpu(), "eval_sums": self.eval_sums.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums = state["sums"].to(self.device)
+        self.eval_sums = state["eval_sums"].to(self.device)
+
+
+class _StopSignal:
+    """Turns SIGINT / SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignal":
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+
+def _detach(state: Optional[State]) -> Optional[State]:
+    if state is None:
+        return None
+    return tuple(part.detach() for part in state) if isinstance(state, tuple) else state.detach()
+
+
+def _to_device(state: Optional[State], device) -> Optional[State]:
+    if state is None:
+        return None
+    return tuple(part.to(device) for part in state) if isinstance(state, (tuple, list)) else state.to(device)
+
+
+def _log_hparams(writer: SummaryWriter, recipe: Recipe, task) -> None:
+    """The recipe as TensorBoard hyperparameters (HParams tab) and as text."""
+    flat = {}
+    for section, values in recipe.model_dump(mode="json").items():
+        items = values.items() if isinstance(values, dict) else [(None, values)]
+        for key, value in items:
+            name = f"{section}.{key}" if key else section
+            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    experiment, session_start, session_end = hparams(flat, {f"valid/{task.metric}": float("nan"), "valid/loss": float("nan")})
+    file_writer = writer._get_file_writer()
+    for summary in (experiment, session_start, session_end):
+        file_writer.add_summary(summary)
+    writer.add_text("recipe", "    " + dump_recipe(recipe).replace("\n", "\n    "))
+
+
+def _describe_eval(record: dict[str, Any], task) -> str:
+    metric = task.metric
+    return (
+        f"step {record['step']:>6}  epoch {record['epoch']:.2f}  train loss {record['train_loss']:.4f}  "
+        f"valid loss {record['loss']:.4f}  valid {metric} {record[metric]:.2f}"
+    )
+
+
+def _append_record(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _drop_records_after(path: Path, step: int) -> None:
+    """On resume, forget evaluations logged after the checkpoint we continue from."""
+    if not path.exists():
+        return
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [json.dumps(r) for r in records if r.get("split") != "test" and (r.get("step") or 0) <= step]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")

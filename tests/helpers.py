@@ -1,0 +1,35 @@
+"""Helpers the tests share (imported as ``helpers``: pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MOBY = ROOT / "data" / "moby-dick"
+
+
+def first_lines(source: Path, count: int) -> str:
+    """The first ``count`` non-empty lines of a shipped file, blank lines between them."""
+    lines = [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return "\n\n".join(lines[:count]) + "\n"
+
+
+TINY_RECIPE = {
+    "task": "language_model",
+    "seed": 0,
+    "output_dir": "runs/tiny",
+    "data": {"train": "data/train.txt", "valid": "data/valid.txt", "test": "data/test.txt"},
+    "tokenizer": {"kind": "word", "lowercase": True, "min_frequency": 2},
+    "model": {"embedding_dim": 16, "encoder": "lstm", "hidden_size": 24, "num_layers": 2, "dropout": 0.2},
+    "train": {"epochs": 2, "batch_size": 8, "bptt": 12, "lr": 0.01, "eval_every": 10, "log_every": 5, "device": "cpu"},
+    "generate": {"prompt": "the whale", "max_tokens": 12, "temperature": 0.8, "top_k": 20},
+}
+
+
+def run_python(code: str, cwd: Path) -> str:
+    """Run ``code`` in a fresh Python process; returns its stdout."""
+    completed = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout

@@ -1,0 +1,60 @@
+"""The command line, end to end on a tiny recipe: train, eval, generate, info."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from seqkit.cli import main
+
+
+def test_train_eval_generate_info(tiny_recipe):
+    runner = CliRunner()
+    trained = runner.invoke(main, ["train", str(tiny_recipe), "--set", "model.encoder=gru", "--output-dir", "runs/gru", "--quiet"])
+    assert trained.exit_code == 0, trained.output + trained.stderr
+    assert "best checkpoint: runs/gru/best" in trained.output
+    assert "valid loss" in trained.output and "test loss" in trained.output
+
+    evaluated = runner.invoke(main, ["eval", "runs/gru/best", "--data", "data/test.txt", "--json"])
+    assert evaluated.exit_code == 0, evaluated.stderr
+    metrics = json.loads(evaluated.output)
+    assert metrics["perplexity"] > 1 and metrics["tokens"] > 100
+    human = runner.invoke(main, ["eval", "runs/gru/best", "--data", "data/test.txt"])
+    assert f"perplexity {metrics['perplexity']:.2f}" in human.output
+
+    arguments = ["generate", "runs/gru/best", "--prompt", "the whale", "--max-tokens", "15", "--temperature", "0.8", "--top-k", "40", "--seed", "1"]
+    first, second = runner.invoke(main, arguments), runner.invoke(main, arguments)
+    assert first.exit_code == 0, first.stderr
+    assert first.output == second.output and first.output.startswith("the whale")
+    other_seed = runner.invoke(main, arguments[:-1] + ["2"])
+    assert other_seed.output != first.output
+    several = runner.invoke(main, [*arguments, "--num", "3"])
+    assert len(several.output.strip().split("\n\n")) >= 3 or several.output.count("the whale") == 3
+
+    info = runner.invoke(main, ["info", "runs/gru/best"])
+    assert info.exit_code == 0, info.stderr
+    assert "task         language_model" in info.output and "gru" in info.output and "parameters" in info.output
+
+
+def test_user_errors_exit_2_without_traceback(tiny_recipe):
+    runner = CliRunner()
+    missing = runner.invoke(main, ["eval", "runs/none/best", "--data", "data/test.txt"])
+    assert missing.exit_code == 2 and "runs/none/best: checkpoint directory not found" in missing.stderr
+    trained = runner.invoke(main, ["train", str(tiny_recipe), "--set", "train.max_steps=3", "--quiet"])
+    assert trained.exit_code == 0
+    again = runner.invoke(main, ["train", str(tiny_recipe), "--set", "train.max_steps=3", "--quiet"])
+    assert again.exit_code == 2 and "already holds a run" in again.stderr
+    no_data = runner.invoke(main, ["eval", "runs/tiny/best", "--data", "data/nope.txt"])
+    assert no_data.exit_code == 2 and "data/nope.txt: file not found" in no_data.stderr
+    for result in (missing, again, no_data):
+        assert "Traceback" not in result.output + result.stderr
+
+
+def test_python_dash_m_seqkit_runs_the_same_cli():
+    completed = subprocess.run([sys.executable, "-m", "seqkit", "--help"], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0
+    for command in ("train", "eval", "generate", "info"):
+        assert command in completed.stdout

@@ -1,0 +1,152 @@
+"""Recipe loading: defaults, overrides, and one clear line per problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from seqkit.cli import main
+from seqkit.config import load_recipe, recipe_from_dict
+from seqkit.errors import RecipeError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_validates(recipe, monkeypatch):
+    monkeypatch.chdir(ROOT)  # recipes name data paths relative to the project root
+    loaded = load_recipe(recipe)
+    assert loaded.task
+
+
+def test_print_config_shows_every_default(tiny_recipe):
+    result = CliRunner().invoke(main, ["train", str(tiny_recipe), "--print-config", "--set", "train.epochs=7"])
+    assert result.exit_code == 0, result.output
+    printed = yaml.safe_load(result.output)
+    assert printed["train"]["epochs"] == 7
+    assert printed["train"]["optimizer"] == "adam"  # a default the recipe never wrote
+    assert printed["model"]["nonlinearity"] == "tanh"
+    assert set(printed) == {"task", "seed", "output_dir", "data", "tokenizer", "model", "train", "generate"}
+
+
+def test_overrides_are_parsed_as_yaml_scalars(tiny_recipe):
+    recipe = load_recipe(tiny_recipe, ["model.encoder=gru", "train.lr=1e-3", "model.bidirectional=false", "train.max_steps=null"])
+    assert recipe.model.encoder == "gru"
+    assert recipe.train.lr == pytest.approx(0.001)
+    assert recipe.train.max_steps is None
+
+
+def _problems(path: Path, overrides=()) -> list[str]:
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path, overrides)
+    return error.value.problems
+
+
+def _write(directory: Path, text: str) -> Path:
+    path = directory / "bad.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_unknown_key_names_line_and_suggests(moby_slice):
+    path = _write(moby_slice, "task: language_model\ndata: {train: data/train.txt, valid: data/valid.txt}\nmodel:\n  hiden_size: 12\n")
+    assert _problems(path) == [f"{path}:4: model.hiden_size: unknown key (did you mean model.hidden_size?)"]
+
+
+def test_key_in_the_wrong_section_is_pointed_to_its_home(moby_slice):
+    path = _write(moby_slice, "task: language_model\ndata: {train: data/train.txt, valid: data/valid.txt}\ntrain:\n  hidden_size: 12\n")
+    assert _problems(path) == [f"{path}:4: train.hidden_size: unknown key (did you mean model.hidden_size?)"]
+
+
+def test_all_problems_are_reported_at_once(moby_slice):
+    path = _write(
+        moby_slice,
+        "task: language_model\n"
+        "data:\n  train: data/missing.txt\n  valid: data/valid.txt\n"
+        "model:\n  encoder: lstn\n  hidden_size: -3\n"
+        "train:\n  epochs: three\n  batchsize: 4\n",
+    )
+    problems = _problems(path)
+    assert len(problems) == 4, problems
+    text = "\n".join(problems)
+    assert f"{path}:6: model.encoder: Input should be 'rnn', 'gru' or 'lstm' (did you mean 'lstm'?)" in text
+    assert f"{path}:7: model.hidden_size:" in text and "greater than or equal to 1" in text
+    assert f"{path}:9: train.epochs:" in text and "'three'" in text
+    assert f"{path}:10: train.batchsize: unknown key (did you mean train.batch_size?)" in text
+    # the missing file is only checked once the types are right; fix them and it shows
+    fixed = path.read_text().replace("lstn", "lstm").replace("-3", "3").replace("three", "3").replace("batchsize", "batch_size")
+    assert _problems(_write(moby_slice, fixed)) == [f"{path}:3: data.train: file not found: data/missing.txt"]
+
+
+def test_yaml_syntax_error_names_line_and_column(moby_slice):
+    path = _write(moby_slice, "task: language_model\nmodel:\n  hidden_size: 12\n   encoder: gru\n")
+    [problem] = _problems(path)
+    assert problem.startswith(f"{path}:4:") and "YAML syntax error" in problem
+
+
+def test_missing_task_and_data_are_named(moby_slice):
+    path = _write(moby_slice, "model:\n  hidden_size: 12\n")
+    assert _problems(path) == [f"{path}: task: missing (one of language_model)"]
+    path = _write(moby_slice, "task: language_model\n")
+    assert _problems(path) == [
+        f"{path}: data.train: missing: the path of the training file",
+        f"{path}: data.valid: missing: the path of the validation file",
+    ]
+
+
+def test_problems_from_overrides_name_the_override(tiny_recipe):
+    problems = _problems(tiny_recipe, ["model.hiden_size=3", "train.epochs=0", "model.hidden_size.x=1", "nonsense"])
+    assert problems == [
+        "--set model.hidden_size.x=1: model.hidden_size is not a section",
+        "--set nonsense: expected SECTION.KEY=VALUE",
+        "--set model.hiden_size=3: model.hiden_size: unknown key (did you mean model.hidden_size?)",
+        "--set train.epochs=0: train.epochs: Input should be greater than or equal to 1, got 0",
+    ]
+
+
+def test_rules_across_keys(tiny_recipe):
+    problems = _problems(tiny_recipe, ["model.bidirectional=true", "train.epochs=null", "train.device=gpu"])
+    assert any("model.bidirectional: a language model predicts the next token" in p for p in problems)
+    assert any("train.epochs: set train.epochs or train.max_steps" in p for p in problems)
+    assert any("train.device: unknown device 'gpu'" in p for p in problems)
+
+
+def test_duplicate_keys_are_reported(moby_slice):
+    path = _write(moby_slice, "task: language_model\ndata: {train: data/train.txt, valid: data/valid.txt}\nseed: 1\nseed: 2\n")
+    assert _problems(path) == [f"{path}:4: seed: duplicate key (the later value would win silently)"]
+
+
+def test_recipe_that_is_not_a_mapping(moby_slice):
+    path = _write(moby_slice, "- just\n- a list\n")
+    assert _problems(path) == [f"{path}:1: a recipe is a mapping of sections (task, data, model, train, ...)"]
+
+
+def test_checkpoint_config_is_validated_without_data_files():
+    recipe = recipe_from_dict({"task": "language_model", "data": {"train": "gone.txt"}}, "ckpt/config.yaml")
+    assert recipe.data.train == "gone.txt"
+
+
+@pytest.mark.parametrize(
+    "recipe_text, expected",
+    [
+        ("task: language_model\nmodel:\n  hiden_size: 3\n", "model.hiden_size: unknown key"),
+        ("task: language_model\n  model: [\n", "YAML syntax error"),
+        ("task: language_model\ndata: {train: data/nope.txt, valid: data/valid.txt}\n", "data.train: file not found: data/nope.txt"),
+        ("task: language_model\ndata: {train: data/train.txt, valid: data/valid.txt}\ntrain: {lr: fast}\n", "train.lr: Input should be a valid number"),
+    ],
+)
+def test_cli_reports_bad_recipes_in_one_line_each_with_exit_code_2(moby_slice, recipe_text, expected):
+    path = _write(moby_slice, recipe_text)
+    result = CliRunner().invoke(main, ["train", str(path)])
+    assert result.exit_code == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    assert all(line.startswith("seqkit: error: ") for line in result.stderr.splitlines())
+
+
+def test_cli_missing_recipe_file(moby_slice):
+    result = CliRunner().invoke(main, ["train", "nope.yaml"])
+    assert result.exit_code == 2 and "nope.yaml: recipe not found" in result.stderr

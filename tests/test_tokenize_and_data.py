@@ -1,0 +1,103 @@
+"""Tokenizers trained on real text, and the language-model batching over a token stream."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seqkit.data import LMStream, read_text, token_stream
+from seqkit.errors import DataError
+from seqkit.tokenize import EOS, PAD, UNK, decode, load_tokenizer, special_ids, tokenizer_kind, train_tokenizer
+
+from helpers import MOBY, first_lines
+
+LINES = first_lines(MOBY / "train.txt", 60).splitlines()
+
+
+def test_word_tokenizer_splits_punctuation_lowercases_and_keeps_specials_first():
+    tokenizer = train_tokenizer("word", LINES, lowercase=True)
+    assert [tokenizer.token_to_id(t) for t in (PAD, UNK, EOS)] == [0, 1, 2]
+    assert tokenizer.pre_tokenizer.pre_tokenize_str("don't stop")[:3] == [("don", (0, 3)), ("'", (3, 4)), ("t", (4, 5))]
+    encoding = tokenizer.encode("The Whale, he said!")
+    assert encoding.tokens == ["the", "whale", ",", "he", "said", "!"]
+    assert tokenizer.encode("zyzzyva").tokens == [UNK]
+    assert tokenizer_kind(tokenizer) == "word"
+
+
+def test_word_tokenizer_min_frequency_and_vocab_size():
+    every = train_tokenizer("word", LINES).get_vocab_size()
+    frequent = train_tokenizer("word", LINES, min_frequency=3).get_vocab_size()
+    capped = train_tokenizer("word", LINES, vocab_size=100)
+    assert frequent < every
+    assert capped.get_vocab_size() == 100 and capped.token_to_id(PAD) == 0
+
+
+def test_bpe_tokenizer_never_needs_unk_and_round_trips():
+    tokenizer = train_tokenizer("bpe", LINES, vocab_size=500)
+    assert tokenizer.get_vocab_size() <= 500
+    text = "Call me Ishmael — 日本語 🐋"
+    ids = tokenizer.encode(text).ids
+    assert special_ids(tokenizer).unk not in ids
+    assert tokenizer.decode(ids) == text
+    assert tokenizer_kind(tokenizer) == "bpe"
+
+
+def test_char_tokenizer_keeps_spaces():
+    tokenizer = train_tokenizer("char", LINES)
+    encoding = tokenizer.encode("a  whale")
+    assert encoding.tokens == ["a", " ", " ", "w", "h", "a", "l", "e"]
+    assert decode(tokenizer, encoding.ids) == "a  whale"
+    assert tokenizer_kind(tokenizer) == "char"
+
+
+def test_decode_turns_eos_into_line_breaks():
+    tokenizer = train_tokenizer("word", LINES, lowercase=True)
+    eos = special_ids(tokenizer).eos
+    ids = tokenizer.encode("the whale").ids + [eos] + tokenizer.encode("the sea").ids
+    assert decode(tokenizer, ids) == "the whale\nthe sea"
+
+
+def test_saved_tokenizer_loads_back(tmp_path):
+    tokenizer = train_tokenizer("word", LINES)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    loaded = load_tokenizer(tmp_path / "tokenizer.json")
+    assert loaded.encode("Call me Ishmael.").ids == tokenizer.encode("Call me Ishmael.").ids
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(DataError, match="broken.json: not a Hugging Face tokenizer.json"):
+        load_tokenizer(tmp_path / "broken.json")
+
+
+def test_token_stream_puts_eos_after_each_non_empty_line(tmp_path):
+    path = tmp_path / "two.txt"
+    path.write_text("the whale\n\n\nthe sea\n", encoding="utf-8")
+    tokenizer = train_tokenizer("word", ["the whale", "the sea"])
+    stream = token_stream(path, tokenizer)
+    assert decode(tokenizer, stream.tolist()) == "the whale\nthe sea\n"
+    assert stream.tolist().count(special_ids(tokenizer).eos) == 2
+
+
+@pytest.mark.parametrize("length, batch_size, bptt, offset", [(23, 4, 3, 0), (100, 7, 5, 3), (10, 3, 50, 0), (5, 8, 2, 0)])
+def test_lm_stream_scores_every_token_once_in_order(length, batch_size, bptt, offset):
+    stream = torch.arange(1, length + 1)
+    chunks = LMStream(stream, batch_size, bptt, pad_id=0, offset=offset)
+    rows_inputs = torch.cat([chunk.token_ids for chunk in chunks], dim=1)
+    rows_targets = torch.cat([chunk.targets for chunk in chunks], dim=1)
+    assert all(chunk.token_ids.shape[1] <= bptt for chunk in chunks)
+    targets = rows_targets[rows_targets != 0]
+    assert sorted(targets.tolist()) == list(range(offset + 2, length + 1))
+    real = rows_targets != 0
+    # each target is the token after its input: contiguous text within a row
+    assert torch.equal(rows_targets[real], rows_inputs[real] + 1)
+
+
+def test_empty_and_undecodable_files_are_named(tmp_path):
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n\n  \n", encoding="utf-8")
+    with pytest.raises(DataError, match="blank.txt: holds no text"):
+        read_text(blank)
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("fine line\nsecond\ncaf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.txt:3: not UTF-8"):
+        read_text(latin)
+    with pytest.raises(DataError, match="not a file"):
+        read_text(tmp_path)
