@@ -63,10 +63,10 @@ def save_checkpoint(
     temporary.mkdir(parents=True)
     config = recipe.model_dump(mode="json")
     config["checkpoint"] = {
+        **(info or {}),  # step, epoch, metrics (a re-saved checkpoint keeps its own)
         "format_version": FORMAT_VERSION,
         "seqkit_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        **(info or {}),
     }
     _write_text(temporary / CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     save_weights(model, temporary / WEIGHTS)

@@ -135,7 +135,7 @@ def info(checkpoint: Path) -> None:
         f"task         {recipe.task}",
         f"model        embedding {m.embedding_dim}, {m.encoder}{' ' + m.nonlinearity if m.encoder == 'rnn' else ''} "
         f"{m.num_layers} layer(s) x {m.hidden_size}{' bidirectional' if m.bidirectional else ''}"
-        f"{', tied weights' if getattr(m, 'tie_weights', False) else ''}, dropout {m.dropout}",
+        f"{', tied weights' if m.tie_weights else ''}, dropout {m.dropout}",
         f"parameters   {count_parameters(model.model):,}",
         f"tokenizer    {tokenizer_kind(model.tokenizer)}, vocabulary {model.tokenizer.get_vocab_size():,}",
     ]

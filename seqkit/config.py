@@ -164,10 +164,10 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bo
 
     recipe, type_problems = _validate(data, where)
     problems += type_problems
-    if recipe is not None:
-        problems += [f"{where(loc)}: {'.'.join(loc)}: {msg}" for loc, msg in check_consistency(recipe)]
-        if check_files:
-            problems += [f"{where(loc)}: {'.'.join(loc)}: {msg}" for loc, msg in _check_files(recipe)]
+    found = check_consistency(recipe) if recipe is not None else []
+    if check_files:
+        found += _check_files(data)  # on the raw values, so they show even beside type errors
+    problems += [f"{where(loc)}: {'.'.join(loc)}: {msg}" for loc, msg in found]
     if problems:
         raise RecipeError(problems)
     return recipe
@@ -205,17 +205,17 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
     return problems
 
 
-def _check_files(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
+def _check_files(data: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    """Data and tokenizer files named by a (raw) recipe that are missing or not files."""
     problems = []
+    sections = {name: data.get(name) if isinstance(data.get(name), dict) else {} for name in ("data", "tokenizer")}
     for split in ("train", "valid"):
-        if getattr(recipe.data, split) is None:
+        if sections["data"].get(split) is None:
             problems.append((("data", split), f"missing: the path of the {'training' if split == 'train' else 'validation'} file"))
-    for split in ("train", "valid", "test"):
-        value = getattr(recipe.data, split)
-        if value is not None:
-            problems += _file_problem(("data", split), value)
-    if recipe.tokenizer.path is not None:
-        problems += _file_problem(("tokenizer", "path"), recipe.tokenizer.path)
+    for loc in (("data", "train"), ("data", "valid"), ("data", "test"), ("tokenizer", "path")):
+        value = sections[loc[0]].get(loc[1])
+        if isinstance(value, str):
+            problems += _file_problem(loc, value)
     return problems
 
 
@@ -248,7 +248,7 @@ def _describe(error: dict[str, Any], where) -> str:
     message = error["msg"]
     if kind == "literal_error" and isinstance(error.get("input"), str):
         expected = re.findall(r"'([^']*)'", message)
-        close = difflib.get_close_matches(error["input"], expected, n=1)
+        close = difflib.get_close_matches(error["input"].lower(), expected, n=1)
         if close:
             message += f" (did you mean {close[0]!r}?)"
     if kind == "model_type":
@@ -259,26 +259,17 @@ def _describe(error: dict[str, Any], where) -> str:
 def _did_you_mean(loc: tuple[str, ...]) -> str:
     """Suggest the key the user meant: a close spelling in the same section, else the
     same name in another section (``train.hidden_size`` -> ``model.hidden_size``)."""
-    sections = {name: field.annotation for name, field in Recipe.model_fields.items()}
-    if len(loc) == 1:
-        candidates = list(sections)
-        close = difflib.get_close_matches(loc[0], candidates, n=1)
-        if close:
-            return f" (did you mean {close[0]}?)"
-        for section, annotation in sections.items():
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel) and loc[0] in annotation.model_fields:
-                return f" (did you mean {section}.{loc[0]}?)"
-        return f" (sections are: {', '.join(candidates)})"
-    section, name = loc[0], loc[-1]
-    model = sections.get(section)
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        close = difflib.get_close_matches(name, list(model.model_fields), n=1)
-        if close:
-            return f" (did you mean {section}.{close[0]}?)"
-    for other, annotation in sections.items():
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and name in annotation.model_fields:
-            return f" (did you mean {other}.{name}?)"
-    return ""
+    sections = {name: field.annotation.model_fields for name, field in Recipe.model_fields.items()
+                if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}  # fmt: skip
+    name = loc[-1]
+    same_level = list(Recipe.model_fields) if len(loc) == 1 else list(sections.get(loc[0], ()))
+    close = difflib.get_close_matches(name, same_level, n=1)
+    if close:
+        return f" (did you mean {close[0]}?)" if len(loc) == 1 else f" (did you mean {loc[0]}.{close[0]}?)"
+    for section, keys in sections.items():
+        if name in keys:
+            return f" (did you mean {section}.{name}?)"
+    return f" (sections are: {', '.join(Recipe.model_fields)})" if len(loc) == 1 else ""
 
 
 def _apply_override(data: dict[str, Any], item: str) -> tuple[tuple[str, ...], str | None]:

@@ -34,7 +34,6 @@ class LanguageModelTask:
     name = "language_model"
     metric = "perplexity"  # picks best/ and drives early stopping
     higher_is_better = False
-    carries_state = True
 
     def __init__(self, recipe: Recipe, tokenizer: Tokenizer):
         self.recipe = recipe

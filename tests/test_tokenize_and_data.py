@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -101,3 +103,15 @@ def test_empty_and_undecodable_files_are_named(tmp_path):
         read_text(latin)
     with pytest.raises(DataError, match="not a file"):
         read_text(tmp_path)
+
+
+def test_tokenized_cache_follows_the_file_and_the_tokenizer(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text("the whale\n", encoding="utf-8")
+    tokenizer = train_tokenizer("word", ["the whale", "the sea"])
+    assert decode(tokenizer, token_stream(path, tokenizer).tolist()) == "the whale\n"
+    path.write_text("the sea\n", encoding="utf-8")
+    os.utime(path, (1, 1))  # a later edit, whatever the file system's clock resolution
+    assert decode(tokenizer, token_stream(path, tokenizer).tolist()) == "the sea\n"
+    other = train_tokenizer("word", ["sea the", "whale"])
+    assert token_stream(path, other).tolist() == other.encode("the sea").ids + [special_ids(other).eos]
