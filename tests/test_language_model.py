@@ -142,9 +142,11 @@ def test_existing_run_is_never_overwritten_by_accident(tiny_recipe):
         ["model.encoder=rnn", "model.nonlinearity=relu", "model.num_layers=2"],
         ["model.encoder=gru", "model.num_layers=3"],
         ["model.encoder=lstm", "model.num_layers=4", "model.tie_weights=true"],
-        ["model.encoder=gru", "model.num_layers=1", "model.tie_weights=true", "model.embedding_dim=24"],
+        ["model.encoder=gru", "model.num_layers=1", "model.tie_weights=true", "model.embedding_dim=24", "train.optimizer=sgd",
+         "train.momentum=0.9", "train.lr=0.5", "train.weight_decay=1e-5"],
+        ["model.encoder=lstm", "model.num_layers=1", "train.optimizer=adamw", "train.weight_decay=0.01", "train.schedule=none"],
     ],
-    ids=["rnn-tanh-1", "rnn-relu-2", "gru-3", "lstm-4-tied-projected", "gru-1-tied"],
+    ids=["rnn-tanh-1", "rnn-relu-2", "gru-3", "lstm-4-tied-projected", "gru-1-tied-sgd", "lstm-1-adamw"],
 )
 def test_every_encoder_kind_trains_and_reloads(tiny_recipe, overrides):
     result = train(load_recipe(tiny_recipe, [*overrides, "train.epochs=1", "train.eval_every=null"]), quiet=True)
@@ -174,3 +176,18 @@ def test_checkpoint_that_does_not_fit_its_config_is_named(tiny_recipe):
     (best / "model.safetensors").write_bytes(weights[: len(weights) // 2])
     with pytest.raises(SeqkitError, match="model.safetensors: unreadable or truncated"):
         seqkit.load(best)
+
+
+def test_early_stopping_ends_a_run_that_stopped_improving(tiny_recipe):
+    # an lr far below float precision leaves the weights, and so the metric, unchanged
+    recipe = load_recipe(tiny_recipe, ["train.optimizer=sgd", "train.lr=1e-30", "train.eval_every=2", "train.early_stopping=2"])
+    result = train(recipe, quiet=True)
+    assert result.steps == 6
+    assert [record["best"] for record in _records(result.run_dir)] == [True, False, False]
+
+
+def test_recipe_may_name_an_existing_tokenizer(tiny_recipe):
+    first = train(load_recipe(tiny_recipe, ["train.max_steps=2", "tokenizer.kind=char"]), quiet=True).run_dir
+    second = train(load_recipe(tiny_recipe, ["train.max_steps=2", f"tokenizer.path={first / 'tokenizer.json'}", "output_dir=runs/reuse"]), quiet=True)
+    assert (second.run_dir / "tokenizer.json").read_text() == (first / "tokenizer.json").read_text()
+    assert seqkit.load(second.run_dir / "best", device="cpu").tokenizer.encode("ab").tokens == ["a", "b"]
