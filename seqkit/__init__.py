@@ -9,6 +9,14 @@ Train from a recipe (``seqkit train recipes/lm.yaml``), then load the checkpoint
 
 __version__ = "0.1.0"
 
-from .api import LanguageModel, load  # noqa: E402
-
 __all__ = ["LanguageModel", "load", "__version__"]
+
+
+def __getattr__(name: str):
+    # Public names load on first use, so `seqkit --help` and `import seqkit` stay fast
+    # (PyTorch alone takes over a second to import).
+    if name in ("LanguageModel", "load"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'seqkit' has no attribute {name!r}")

@@ -11,23 +11,33 @@ in chunks of ``bptt`` tokens: truncated back-propagation through time.
 
 from __future__ import annotations
 
-import logging
+import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 import torch
 from tokenizers import Tokenizer
 
 from .errors import DataError
 
-datasets.disable_progress_bars()
-datasets.utils.logging.set_verbosity_error()
-logging.getLogger("datasets").setLevel(logging.ERROR)
+if TYPE_CHECKING:
+    import datasets
 
 
-def read_text(path: str | Path) -> datasets.Dataset:
+@functools.cache
+def _datasets():
+    """``datasets``, imported on first use (it is slow to import, and loading a trained
+    model to generate or tag never needs it), with its progress bars and logs off."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.utils.logging.set_verbosity_error()
+    return datasets
+
+
+def read_text(path: str | Path) -> "datasets.Dataset":
     """A text file as a ``datasets.Dataset`` with one ``text`` row per line.
 
     Raises:
@@ -37,7 +47,7 @@ def read_text(path: str | Path) -> datasets.Dataset:
     if not path.is_file():
         raise DataError(path, "file not found" if not path.exists() else "not a file")
     try:
-        dataset = datasets.load_dataset("text", data_files={"data": str(path)}, split="data")
+        dataset = _datasets().load_dataset("text", data_files={"data": str(path)}, split="data")
     except Exception as error:  # datasets wraps reader errors in its own exception types
         line = _first_undecodable_line(path)
         if line is not None:
@@ -48,7 +58,7 @@ def read_text(path: str | Path) -> datasets.Dataset:
     return dataset
 
 
-def tokenize_lines(dataset: datasets.Dataset, tokenizer: Tokenizer) -> datasets.Dataset:
+def tokenize_lines(dataset: "datasets.Dataset", tokenizer: Tokenizer) -> "datasets.Dataset":
     """Add a ``token_ids`` column to a dataset of ``text`` rows (cached by ``datasets``)."""
 
     def encode(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
