@@ -5,6 +5,7 @@
     config.yaml          the resolved recipe + a ``checkpoint:`` block (format, version, step, metrics)
     model.safetensors    weights: loading a checkpoint never runs code
     tokenizer.json       Hugging Face tokenizers format
+    labels.json          the tag vocabulary and scheme, where the task has labels
     trainer_state.pt     under last/ only: optimizer, schedule, step, data position, RNG;
                          loaded with ``torch.load(weights_only=True)``
 
@@ -16,8 +17,10 @@ loadable (at ``NAME`` or, during the swap itself, at ``NAME.old``).
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,11 +34,24 @@ from tokenizers import Tokenizer
 from . import __version__
 from .config import Recipe, recipe_from_dict
 from .errors import CheckpointError, RecipeError, SeqkitError
+from .labels import LabelSet
 from .model import SequenceModel, build_model
 from .tokenize import load_tokenizer, special_ids
 
 FORMAT_VERSION = 1
-CONFIG, WEIGHTS, TOKENIZER, TRAINER_STATE = "config.yaml", "model.safetensors", "tokenizer.json", "trainer_state.pt"
+CONFIG, WEIGHTS, TOKENIZER, LABELS = "config.yaml", "model.safetensors", "tokenizer.json", "labels.json"
+TRAINER_STATE = "trainer_state.pt"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: everything needed to use the model, nothing else."""
+
+    model: SequenceModel
+    recipe: Recipe
+    tokenizer: Tokenizer
+    labels: Optional[LabelSet]
+    info: dict[str, Any]  # the ``checkpoint:`` block of config.yaml
 
 
 def save_checkpoint(
@@ -45,6 +61,7 @@ def save_checkpoint(
     tokenizer: Tokenizer,
     info: Optional[dict[str, Any]] = None,
     trainer_state: Optional[dict[str, Any]] = None,
+    labels: Optional[LabelSet] = None,
 ) -> Path:
     """Write a checkpoint directory atomically.
 
@@ -55,6 +72,7 @@ def save_checkpoint(
         tokenizer: the tokenizer the model reads.
         info: extra facts for the ``checkpoint:`` block (step, epoch, metrics).
         trainer_state: what ``--resume`` needs (only for ``last/``).
+        labels: the tag vocabulary, for tasks with labels.
     """
     directory = Path(directory)
     recover(directory)
@@ -71,6 +89,8 @@ def save_checkpoint(
     _write_text(temporary / CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     save_weights(model, temporary / WEIGHTS)
     _write_text(temporary / TOKENIZER, tokenizer.to_str())
+    if labels is not None:
+        write_labels(temporary / LABELS, labels)
     if trainer_state is not None:
         torch.save(trainer_state, temporary / TRAINER_STATE)
     for path in temporary.iterdir():
@@ -79,12 +99,8 @@ def save_checkpoint(
     return directory
 
 
-def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -> tuple[SequenceModel, Recipe, Tokenizer, dict[str, Any]]:
-    """Rebuild a model from a checkpoint directory.
-
-    Returns:
-        The model in eval mode on ``device``, its recipe, its tokenizer and the
-        ``checkpoint:`` block of its ``config.yaml``.
+def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
+    """Rebuild a model from a checkpoint directory, in eval mode on ``device``.
 
     Raises:
         CheckpointError: a file is missing or does not fit the others.
@@ -98,10 +114,27 @@ def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -
         tokenizer = load_tokenizer(tokenizer_path)
     except SeqkitError as error:
         raise CheckpointError(tokenizer_path, str(error)) from None
-    model = build_model(recipe.task, recipe.model, tokenizer.get_vocab_size(), special_ids(tokenizer).pad)
+    labels = read_labels(directory / LABELS) if recipe.task == "tagging" else None
+    model = build_model(recipe.task, recipe.model, tokenizer.get_vocab_size(), special_ids(tokenizer).pad, labels)
     load_weights(model, directory / WEIGHTS)
     model.to(device).eval()
-    return model, recipe, tokenizer, info
+    return Checkpoint(model, recipe, tokenizer, labels, info)
+
+
+def write_labels(path: str | Path, labels: LabelSet) -> None:
+    """Write ``labels.json``."""
+    Path(path).write_text(json.dumps(labels.to_json(), indent=1) + "\n", encoding="utf-8")
+
+
+def read_labels(path: str | Path) -> LabelSet:
+    """Read ``labels.json``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "missing: a tagger needs its labels")
+    try:
+        return LabelSet.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(path, f"not a seqkit labels file ({error})") from None
 
 
 def save_weights(model: nn.Module, path: str | Path) -> None:

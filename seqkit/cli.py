@@ -74,7 +74,7 @@ def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], r
     summary = [f"trained {result.steps:,} steps"]
     for split, metrics in (("valid", result.best_metrics), ("test", result.test_metrics)):
         if metrics:
-            summary.append(f"{split} " + ", ".join(f"{name} {_number(value)}" for name, value in metrics.items() if name != "tokens"))
+            summary.append(f"{split} " + ", ".join(f"{name} {_number(value)}" for name, value in metrics.items() if isinstance(value, float)))
     click.echo("; ".join(summary))
     click.echo(f"best checkpoint: {result.run_dir / 'best'}   TensorBoard: tensorboard --logdir {result.run_dir.parent}")
 
@@ -83,20 +83,81 @@ def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], r
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="The file to evaluate on.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of text.")
-@click.option("--batch-size", default=10, show_default=True, type=click.IntRange(min=1))
-def evaluate(checkpoint: Path, data_path: Path, as_json: bool, batch_size: int) -> None:
-    """Evaluate CHECKPOINT on a data file (a language model: perplexity)."""
+@click.option("--batch-size", type=click.IntRange(min=1), help="Sequences (or rows, for a language model) per batch.")
+def evaluate(checkpoint: Path, data_path: Path, as_json: bool, batch_size: Optional[int]) -> None:
+    """Evaluate CHECKPOINT on a data file: perplexity for a language model, entity
+    precision, recall and F1 (per type and micro) for a tagger."""
     from .api import load
 
     model = load(checkpoint)
-    metrics = model.evaluate(data_path, batch_size=batch_size)
+    metrics = model.evaluate(data_path, **({"batch_size": batch_size} if batch_size else {}))
     if as_json:
         click.echo(json.dumps({"checkpoint": str(checkpoint), "data": str(data_path), **metrics}))
-        return
-    click.echo(
-        f"{data_path}: perplexity {metrics['perplexity']:.2f} (loss {metrics['loss']:.4f} nats/token, "
-        f"{metrics['tokens']:,} tokens; without the {metrics['unk_tokens']:,} <unk> targets: {metrics['perplexity_no_unk']:.2f})"
-    )
+    elif model.task == "language_model":
+        click.echo(
+            f"{data_path}: perplexity {metrics['perplexity']:.2f} (loss {metrics['loss']:.4f} nats/token, "
+            f"{metrics['tokens']:,} tokens; without the {metrics['unk_tokens']:,} <unk> targets: {metrics['perplexity_no_unk']:.2f})"
+        )
+    else:
+        rows = [(name, scores) for name, scores in metrics["per_type"].items()] + [("micro", metrics)]
+        width = max(len(name) for name, _ in rows)
+        click.echo(f"{data_path}: {metrics['sentences']:,} sentences")
+        click.echo(f"{'type':<{width}}  precision  recall      f1  entities")
+        for name, scores in rows:
+            click.echo(f"{name:<{width}}  {scores['precision']:9.4f}  {scores['recall']:6.4f}  {scores['f1']:6.4f}  {scores['entities']:8,}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("input_file", metavar="[INPUT|-]", default="-", type=click.File("r", encoding="utf-8"))
+@click.option("--format", "output_format", type=click.Choice(["text", "jsonl", "conll"]), default="text", show_default=True,
+              help="text: entities marked [like this](label); jsonl: tokens, tags and spans; conll: a token and its tag a line.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+def predict(checkpoint: Path, input_file, output_format: str, batch_size: int) -> None:
+    """Tag INPUT (one text a line, or JSON Lines with "text" or "tokens"; - for stdin)."""
+    from .api import Tagger, load
+    from .errors import DataError
+
+    model = load(checkpoint)
+    if not isinstance(model, Tagger):
+        raise click.UsageError(f"{checkpoint} holds a {model.task} model; predict needs a tagger (a language model generates: seqkit generate)")
+    name = getattr(input_file, "name", "-")
+    is_jsonl = str(name).endswith(".jsonl")
+    chunk: list = []
+
+    def flush() -> None:
+        for doc in model.tag(chunk, batch_size=batch_size) if chunk else []:
+            click.echo(_format_doc(doc, output_format))
+        chunk.clear()
+
+    for number, line in enumerate(input_file, start=1):
+        line = line.rstrip("\r\n")
+        if is_jsonl and line.strip():
+            try:
+                record = json.loads(line)
+                item = record["tokens"] if "tokens" in record else record["text"]
+            except (ValueError, KeyError, TypeError):
+                raise DataError(name, 'expected a JSON object with "text" or "tokens"', line=number) from None
+            if not (isinstance(item, str) or (isinstance(item, list) and all(isinstance(word, str) for word in item))):
+                raise DataError(name, '"text" must be a string and "tokens" a list of strings', line=number)
+            chunk.append(item)
+        else:
+            chunk.append(line)
+        if len(chunk) >= 16 * batch_size:  # stream: tag a chunk, print it, read on
+            flush()
+    flush()
+
+
+def _format_doc(doc, output_format: str) -> str:
+    if output_format == "jsonl":
+        return json.dumps(doc.to_json(), ensure_ascii=False)
+    if output_format == "conll":
+        return "".join(f"{token}\t{tag}\n" for token, tag in zip(doc.tokens, doc.tags))
+    marked, cursor = [], 0
+    for span in doc.spans:
+        marked += [doc.text[cursor : span.start], f"[{span.text}]({span.label})"]
+        cursor = span.end
+    return "".join(marked) + doc.text[cursor:]
 
 
 @main.command()
@@ -135,12 +196,16 @@ def info(checkpoint: Path) -> None:
         f"task         {recipe.task}",
         f"model        embedding {m.embedding_dim}, {m.encoder}{' ' + m.nonlinearity if m.encoder == 'rnn' else ''} "
         f"{m.num_layers} layer(s) x {m.hidden_size}{' bidirectional' if m.bidirectional else ''}"
-        f"{', tied weights' if m.tie_weights else ''}, dropout {m.dropout}",
+        f"{', tied weights' if m.tie_weights else ''}{', CRF' if m.crf else ''}"
+        f"{', char ' + m.char_features if m.char_features != 'none' else ''}, dropout {m.dropout}",
         f"parameters   {count_parameters(model.model):,}",
         f"tokenizer    {tokenizer_kind(model.tokenizer)}, vocabulary {model.tokenizer.get_vocab_size():,}",
     ]
+    if model.labels is not None:
+        types = sorted({tag.partition("-")[2] for tag in model.labels.labels} - {""})
+        lines.append(f"labels       {len(model.labels.labels)} tags ({model.labels.scheme}): {', '.join(types)}")
     for split, metrics in (meta.get("metrics") or {}).items():
-        lines.append(f"{split:<12} " + ", ".join(f"{name} {_number(value)}" for name, value in metrics.items()))
+        lines.append(f"{split:<12} " + ", ".join(f"{name} {_number(value)}" for name, value in metrics.items() if not isinstance(value, dict)))
     lines.append(f"step         {meta.get('step', '?')} (epoch {meta.get('epoch', '?')})")
     lines.append(f"written by   seqkit {meta.get('seqkit_version', '?')}, format {meta.get('format_version', '?')}, {meta.get('created', '?')}")
     click.echo("\n".join(lines))

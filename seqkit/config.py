@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import RecipeError
 
-Task = Literal["language_model"]
-TASKS: tuple[str, ...] = ("language_model",)
+Task = Literal["language_model", "tagging"]
+TASKS: tuple[str, ...] = ("language_model", "tagging")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
@@ -38,6 +38,10 @@ class DataConfig(_Section):
     train: Optional[str] = None
     valid: Optional[str] = None
     test: Optional[str] = None
+    # tagging: CoNLL columns (0-based; negative counts from the end) and the tags' scheme
+    token_column: int = 0
+    tag_column: int = -1
+    scheme: Literal["bio", "bioes"] = "bio"
 
 
 class TokenizerConfig(_Section):
@@ -45,6 +49,7 @@ class TokenizerConfig(_Section):
 
     kind: Literal["word", "bpe", "char"] = "word"
     path: Optional[str] = None  # an existing tokenizer.json: used as is, not trained
+    split: Literal["punctuation", "tweet", "whitespace"] = "punctuation"  # word: how raw text splits into words
     lowercase: bool = False
     min_frequency: int = Field(1, ge=1)
     vocab_size: Optional[int] = Field(None, ge=8)  # null: word/char keep all, bpe 8000
@@ -60,7 +65,12 @@ class ModelConfig(_Section):
     num_layers: int = Field(2, ge=1)
     bidirectional: bool = False
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    tie_weights: bool = False
+    tie_weights: bool = False  # language model
+    crf: bool = False  # tagging: a CRF over the tag sequence instead of a softmax per token
+    char_features: Literal["none", "lstm", "cnn"] = "none"  # tagging: word vectors from characters too
+    char_embedding_dim: int = Field(25, ge=1)
+    char_hidden_size: int = Field(25, ge=1)  # per direction (lstm) or filters (cnn)
+    tag_scheme: Optional[Literal["bio", "bioes"]] = None  # tagging: what the model predicts (null: data.scheme)
 
 
 class TrainConfig(_Section):
@@ -196,6 +206,14 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
         problems.append(
             (("model", "bidirectional"), "a language model predicts the next token, so its encoder must read left to right; set it to false")
         )
+    if recipe.task != "language_model" and model.tie_weights:
+        problems.append((("model", "tie_weights"), "only a language model ties its output layer to the embedding"))
+    if recipe.task != "tagging":
+        for key, default in (("crf", False), ("char_features", "none")):
+            if getattr(model, key) != default:
+                problems.append((("model", key), f"only tagging uses it; remove it or set {default!r}"))
+    if recipe.task == "tagging" and recipe.tokenizer.kind != "word" and recipe.tokenizer.path is None:
+        problems.append((("tokenizer", "kind"), "tagging gives one tag per word: use the word tokenizer"))
     if train.epochs is None and train.max_steps is None:
         problems.append((("train", "epochs"), "set train.epochs or train.max_steps (or both): training needs an end"))
     if not _DEVICE_PATTERN.match(train.device):

@@ -7,20 +7,29 @@ run over the same file and tokenizer does not tokenize again.
 Language modeling reads a corpus as one stream of token ids (each non-empty line
 followed by ``<eos>``), lays it out as ``batch_size`` contiguous rows and walks over them
 in chunks of ``bptt`` tokens: truncated back-propagation through time.
+
+Tagging reads CoNLL files (a token and a tag per line, a blank line between sentences)
+and groups sentences of similar length into batches (``bucketed_batches``), which
+``collate_tagged`` pads; the encoder packs them.
 """
 
 from __future__ import annotations
 
 import functools
+import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer
 
 from .errors import DataError
+from .labels import OUTSIDE, end_problem, split_tag, tag_problem
+
+IGNORE_INDEX = -100  # padded positions of a tag tensor (PyTorch's cross-entropy default)
+MAX_WORD_BYTES = 32  # character features read at most this many bytes of a word
 
 if TYPE_CHECKING:
     import datasets
@@ -129,6 +138,154 @@ class LMStream:
         start = index * self.bptt
         end = min(start + self.bptt, self.rows.shape[1] - 1)
         return LMChunk(token_ids=self.rows[:, start:end], targets=self.rows[:, start + 1 : end + 1])
+
+
+def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, scheme: str = "bio") -> "datasets.Dataset":
+    """A CoNLL file as a ``datasets.Dataset`` of ``tokens``, ``tags`` and ``line`` (where
+    each sentence starts).
+
+    Columns are split on tabs, or on spaces when a line has no tab. A blank line ends a
+    sentence; ``-DOCSTART-`` lines are skipped, and so are lines starting with ``#``
+    that are not data (a ``#`` token with a valid tag is data). Every line must have as
+    many columns as the first, and every tag must fit ``scheme``.
+
+    Raises:
+        DataError: naming the file and line of the first problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found" if not path.exists() else "not a file")
+    sentences: dict[str, list] = {"tokens": [], "tags": [], "line": []}
+    tokens: list[str] = []
+    tags: list[str] = []
+    columns: Optional[int] = None
+    start_line = number = 0
+
+    def close(number: int) -> None:
+        if tokens:
+            problem = end_problem(tags[-1], scheme)
+            if problem:
+                raise DataError(path, problem, line=number - 1)
+            sentences["tokens"].append(list(tokens))
+            sentences["tags"].append(list(tags))
+            sentences["line"].append(start_line)
+            tokens.clear()
+            tags.clear()
+
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise DataError(path, "not UTF-8 text (convert the file to UTF-8)", line=number) from None
+            if not line.strip():
+                close(number)
+                continue
+            fields = line.split("\t") if "\t" in line else line.split()
+            if fields[0] == "-DOCSTART-":
+                continue
+            if line.startswith("#") and (len(fields) != columns or not _looks_like_tag(fields[tag_column])):
+                continue  # a comment line
+            if columns is None:
+                columns = len(fields)
+                if columns < 2 or not (-columns <= token_column < columns and -columns <= tag_column < columns):
+                    raise DataError(path, f"found {columns} column(s); data.token_column {token_column} and data.tag_column {tag_column} need more", line=number)
+            if len(fields) != columns:
+                raise DataError(path, f"expected {columns} columns (like the first line), found {len(fields)}", line=number)
+            tag = fields[tag_column].strip()
+            problem = tag_problem(tags[-1] if tags else OUTSIDE, tag, scheme)
+            if problem:
+                raise DataError(path, problem, line=number)
+            if not tokens:
+                start_line = number
+            tokens.append(fields[token_column].strip())
+            tags.append(tag)
+        close(number + 1)
+    if not sentences["tokens"]:
+        raise DataError(path, "holds no sentences (expected a token and a tag per line)")
+    return _datasets().Dataset.from_dict(sentences)
+
+
+def _looks_like_tag(value: str) -> bool:
+    prefix, label = split_tag(value.strip())
+    return value.strip() == OUTSIDE or (len(prefix) == 1 and bool(label))
+
+
+@dataclass
+class TaggedBatch:
+    """Padded sentences: what a tagging model reads, and their gold tags when known."""
+
+    token_ids: torch.Tensor  # (batch, time), pad_id after each sentence
+    lengths: torch.Tensor  # (batch,) on the CPU, as packing wants
+    char_ids: Optional[torch.Tensor]  # (batch, time, word_bytes), 0 pads
+    tag_ids: Optional[torch.Tensor]  # (batch, time), IGNORE_INDEX at padding
+
+    def to(self, device: torch.device) -> "TaggedBatch":
+        move = lambda tensor: None if tensor is None else tensor.to(device, non_blocking=True)  # noqa: E731
+        return TaggedBatch(move(self.token_ids), self.lengths, move(self.char_ids), move(self.tag_ids))
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(batch, time) true on real tokens."""
+        return torch.arange(self.token_ids.shape[1], device=self.token_ids.device) < self.lengths.to(self.token_ids.device)[:, None]
+
+
+def collate_tagged(
+    word_ids: Sequence[Sequence[int]],
+    words: Optional[Sequence[Sequence[str]]],
+    tag_ids: Optional[Sequence[Sequence[int]]],
+    pad_id: int,
+) -> TaggedBatch:
+    """Pad a list of sentences into one batch.
+
+    Args:
+        word_ids: each sentence's word ids (at least one word each).
+        words: each sentence's words, for character features (``None``: no char_ids).
+        tag_ids: each sentence's tag ids, or ``None`` at inference.
+        pad_id: the padding word id.
+    """
+    lengths = torch.tensor([len(sentence) for sentence in word_ids], dtype=torch.long)
+    max_length = int(lengths.max())
+    token_tensor = torch.full((len(word_ids), max_length), pad_id, dtype=torch.long)
+    for row, sentence in enumerate(word_ids):
+        token_tensor[row, : len(sentence)] = torch.tensor(sentence, dtype=torch.long)
+    char_tensor = None
+    if words is not None:
+        encoded = [[word.encode("utf-8")[:MAX_WORD_BYTES] for word in sentence] for sentence in words]
+        longest = max(len(word) for sentence in encoded for word in sentence) or 1
+        char_tensor = torch.zeros((len(words), max_length, longest), dtype=torch.long)
+        for row, sentence in enumerate(encoded):
+            for column, word in enumerate(sentence):
+                if word:
+                    char_tensor[row, column, : len(word)] = torch.frombuffer(bytearray(word), dtype=torch.uint8).long() + 1
+    tag_tensor = None
+    if tag_ids is not None:
+        tag_tensor = torch.full((len(tag_ids), max_length), IGNORE_INDEX, dtype=torch.long)
+        for row, sentence in enumerate(tag_ids):
+            tag_tensor[row, : len(sentence)] = torch.tensor(sentence, dtype=torch.long)
+    return TaggedBatch(token_tensor, lengths, char_tensor, tag_tensor)
+
+
+def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: Optional[str] = None, pool: int = 50) -> list[list[int]]:
+    """Group example indices into batches of similar lengths, so padding (and packing)
+    wastes little.
+
+    With a ``seed``: shuffle, sort within pools of ``pool * batch_size`` examples, cut
+    into batches and shuffle the batches -- a pure function of the seed. Without one:
+    sort everything by length (inference).
+    """
+    order = list(range(len(lengths)))
+    if seed is None:
+        order.sort(key=lambda index: lengths[index])
+        return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    generator = random.Random(seed)
+    generator.shuffle(order)
+    batches = []
+    for start in range(0, len(order), pool * batch_size):
+        chunk = sorted(order[start : start + pool * batch_size], key=lambda index: lengths[index])
+        batches += [chunk[offset : offset + batch_size] for offset in range(0, len(chunk), batch_size)]
+    generator.shuffle(batches)
+    return batches
 
 
 def _first_undecodable_line(path: Path) -> int | None:

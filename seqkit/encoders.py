@@ -1,11 +1,11 @@
-"""Token embeddings and the packed RNN / GRU / LSTM encoder.
+"""The packed RNN / GRU / LSTM encoder, and token embeddings (with character features).
 
 This is where the recurrent network is built (``RNNEncoder``) and where a padded batch is
 packed: ``pack_padded_sequence(..., enforce_sorted=False)`` whenever the sequences of a
 batch have different lengths, so padding never reaches the recurrence and each
 sequence's final state is taken at its own last real step.
 
-Both modules take plain arguments and work in a notebook without a recipe::
+Each module takes plain arguments and work in a notebook without a recipe::
 
     encoder = RNNEncoder(input_size=128, hidden_size=256, num_layers=2, cell="gru")
     states, final_state = encoder(inputs, lengths)  # (batch, time, 256), (2, batch, 256)
@@ -24,30 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 State = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 
 RNN_CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
-
-
-class TokenEmbedding(nn.Module):
-    """Token ids -> vectors, with dropout. The padding id maps to a zero vector that
-    receives no gradient."""
-
-    def __init__(self, vocab_size: int, embedding_dim: int, padding_idx: int = 0, dropout: float = 0.0):
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
-        # small initial vectors: PyTorch's N(0, 1) default gives huge first logits when the
-        # output layer shares this matrix
-        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-        with torch.no_grad():
-            self.embedding.weight[padding_idx].zero_()
-        self.dropout = nn.Dropout(dropout)
-        self.output_dim = embedding_dim
-
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.embedding.weight
-
-    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """(batch, time) ids -> (batch, time, embedding_dim) vectors."""
-        return self.dropout(self.embedding(token_ids))
+BYTE_VOCABULARY = 257  # a word's characters as UTF-8 bytes 0-255, shifted by one: 0 pads
 
 
 class RNNEncoder(nn.Module):
@@ -147,3 +124,87 @@ class RNNEncoder(nn.Module):
                     f"(num_layers * num_directions, batch, hidden_size) = {expected}. "
                     "batch_first does not change the state's layout: batch is always its second dimension"
                 )
+
+
+class CharFeatures(nn.Module):
+    """One vector per word from its characters (UTF-8 bytes): a small BiLSTM or CNN.
+
+    Words never seen in training (names, hashtags, typos: common in tweets) still get a
+    representation from their spelling and capitalisation. Bytes need no vocabulary, so
+    nothing beyond the weights is stored, and emoji or CJK are covered.
+
+    Args:
+        kind: ``lstm`` (final states of a BiLSTM over the bytes) or ``cnn`` (max-pooled
+            convolution of width 3).
+        embedding_dim: size of each byte vector.
+        hidden_size: LSTM state size per direction, or number of CNN filters.
+    """
+
+    def __init__(self, kind: str = "lstm", embedding_dim: int = 25, hidden_size: int = 25, dropout: float = 0.0):
+        super().__init__()
+        if kind not in ("lstm", "cnn"):
+            raise ValueError(f"unknown char_features {kind!r}: use lstm or cnn")
+        self.kind = kind
+        self.embedding = nn.Embedding(BYTE_VOCABULARY, embedding_dim, padding_idx=0)
+        self.dropout = nn.Dropout(dropout)
+        if kind == "lstm":
+            self.encoder = RNNEncoder(embedding_dim, hidden_size, cell="lstm", bidirectional=True)
+            self.output_dim = 2 * hidden_size
+        else:
+            self.convolution = nn.Conv1d(embedding_dim, hidden_size, kernel_size=3, padding=1)
+            self.output_dim = hidden_size
+
+    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """(batch, time, word_length) byte ids (0: padding) -> (batch, time, output_dim)."""
+        batch_size, max_words, max_chars = char_ids.shape
+        flat = char_ids.reshape(-1, max_chars)  # (batch * time, word_length)
+        lengths = (flat != 0).sum(1)
+        real = lengths > 0  # padding words have no bytes
+        vectors = self.dropout(self.embedding(flat[real]))  # (words, word_length, embedding_dim)
+        if self.kind == "lstm":
+            _, (final, _) = self.encoder(vectors, lengths[real])  # (2, words, hidden)
+            features = torch.cat([final[0], final[1]], dim=1)  # forward end, backward start
+        else:
+            convolved = self.convolution(vectors.transpose(1, 2)).transpose(1, 2)  # (words, word_length, filters)
+            padding = (flat[real] == 0).unsqueeze(2)
+            features = convolved.masked_fill(padding, float("-inf")).max(dim=1).values
+        output = features.new_zeros(batch_size * max_words, self.output_dim)
+        output[real] = features
+        return output.view(batch_size, max_words, self.output_dim)
+
+
+class TokenEmbedding(nn.Module):
+    """Token ids -> vectors, with dropout, optionally concatenated with ``CharFeatures``
+    of each token. The padding id maps to a zero vector that receives no gradient."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        padding_idx: int = 0,
+        dropout: float = 0.0,
+        char_features: Optional[CharFeatures] = None,
+    ):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
+        # small initial vectors: PyTorch's N(0, 1) default gives huge first logits when the
+        # output layer shares this matrix
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        with torch.no_grad():
+            self.embedding.weight[padding_idx].zero_()
+        self.char_features = char_features
+        self.dropout = nn.Dropout(dropout)
+        self.output_dim = embedding_dim + (char_features.output_dim if char_features is not None else 0)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.embedding.weight
+
+    def forward(self, token_ids: torch.Tensor, char_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(batch, time) ids [and (batch, time, word_length) bytes] -> (batch, time, output_dim)."""
+        vectors = self.embedding(token_ids)
+        if self.char_features is not None:
+            if char_ids is None:
+                raise ValueError("this embedding has character features: pass char_ids")
+            vectors = torch.cat([vectors, self.char_features(char_ids)], dim=-1)
+        return self.dropout(vectors)

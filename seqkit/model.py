@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .encoders import RNNEncoder, State, TokenEmbedding
-from .heads import LanguageModelHead
+from .encoders import CharFeatures, RNNEncoder, State, TokenEmbedding
+from .heads import LanguageModelHead, TaggingHead
+from .labels import LabelSet, allowed_transitions
 
 
 class SequenceModel(nn.Module):
@@ -37,6 +38,7 @@ class SequenceModel(nn.Module):
         token_ids: torch.Tensor,
         lengths: Optional[torch.Tensor] = None,
         state: Optional[State] = None,
+        char_ids: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, State]:
         """Run the model on a padded batch.
 
@@ -44,12 +46,14 @@ class SequenceModel(nn.Module):
             token_ids: (batch, time) ids.
             lengths: (batch,) real lengths, or ``None`` when no sequence is padded.
             state: the encoder's initial state (``RNNEncoder.forward``), or ``None``.
+            char_ids: (batch, time, word_length) bytes of each token, for models with
+                character features.
 
         Returns:
             The head's outputs (a language model's: (batch, time, vocab_size) logits) and
             the encoder's final state.
         """
-        vectors = self.embedding(token_ids)  # (batch, time, embedding_dim)
+        vectors = self.embedding(token_ids, char_ids)  # (batch, time, embedding output_dim)
         states, final_state = self.encoder(vectors, lengths, state)  # (batch, time, directions * hidden)
         mask = None
         if lengths is not None:
@@ -57,7 +61,7 @@ class SequenceModel(nn.Module):
         return self.head(states, mask), final_state
 
 
-def build_model(task: str, config: ModelConfig, vocab_size: int, pad_id: int) -> SequenceModel:
+def build_model(task: str, config: ModelConfig, vocab_size: int, pad_id: int, labels: Optional[LabelSet] = None) -> SequenceModel:
     """Build the model a recipe describes.
 
     Args:
@@ -65,10 +69,14 @@ def build_model(task: str, config: ModelConfig, vocab_size: int, pad_id: int) ->
         config: the recipe's ``model`` section.
         vocab_size: the tokenizer's vocabulary size.
         pad_id: the tokenizer's padding id.
+        labels: the tag vocabulary and its scheme (tagging).
     """
-    embedding = TokenEmbedding(vocab_size, config.embedding_dim, padding_idx=pad_id, dropout=config.dropout)
+    char_features = None
+    if config.char_features != "none":
+        char_features = CharFeatures(config.char_features, config.char_embedding_dim, config.char_hidden_size, config.dropout)
+    embedding = TokenEmbedding(vocab_size, config.embedding_dim, padding_idx=pad_id, dropout=config.dropout, char_features=char_features)
     encoder = RNNEncoder(
-        input_size=config.embedding_dim,
+        input_size=embedding.output_dim,
         hidden_size=config.hidden_size,
         num_layers=config.num_layers,
         cell=config.encoder,
@@ -84,6 +92,11 @@ def build_model(task: str, config: ModelConfig, vocab_size: int, pad_id: int) ->
             dropout=config.dropout,
             tied_embedding=embedding.weight if config.tie_weights else None,
         )
+    elif task == "tagging":
+        if labels is None:
+            raise ValueError("a tagging model needs its labels")
+        allowed, can_start, can_end = allowed_transitions(labels.labels, labels.scheme)
+        head = TaggingHead(encoder.output_dim, len(labels.labels), config.dropout, config.crf, allowed, can_start, can_end)
     else:
         raise ValueError(f"no head for task {task!r}")
     return SequenceModel(embedding, encoder, head)

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from .config import Recipe
-from .data import LMChunk, LMStream, token_stream
+from .data import LMChunk, LMStream, TaggedBatch, bucketed_batches, collate_tagged, read_conll, read_text, token_stream
 from .decoding import generate_text
 from .encoders import State
-from .metrics import perplexity
+from .labels import LabelSet, convert, split_tag, tags_for_types
+from .metrics import entity_scores, perplexity
 from .model import SequenceModel
 from .runtime import autocast
-from .tokenize import special_ids
+from .tokenize import special_ids, train_tokenizer, word_ids, word_tokenizer
 
 
 class LanguageModelTask:
@@ -35,7 +36,18 @@ class LanguageModelTask:
     metric = "perplexity"  # picks best/ and drives early stopping
     higher_is_better = False
 
-    def __init__(self, recipe: Recipe, tokenizer: Tokenizer):
+    labels: Optional[LabelSet] = None
+
+    @staticmethod
+    def make_tokenizer(recipe: Recipe) -> Tokenizer:
+        """Train the recipe's tokenizer on the training text."""
+        config = recipe.tokenizer
+        return train_tokenizer(
+            config.kind, read_text(recipe.data.train)["text"], lowercase=config.lowercase,
+            min_frequency=config.min_frequency, vocab_size=config.vocab_size, split=config.split,
+        )  # fmt: skip
+
+    def __init__(self, recipe: Recipe, tokenizer: Tokenizer, labels: Optional[LabelSet] = None):
         self.recipe = recipe
         self.tokenizer = tokenizer
         ids = special_ids(tokenizer)
@@ -75,6 +87,9 @@ class LanguageModelTask:
             model, self.streams[split], self.recipe.train.eval_batch_size, self.recipe.train.bptt,
             self.pad_id, self.unk_id, precision,
         )  # fmt: skip
+
+    def describe(self, metrics: dict[str, Any]) -> str:
+        return f"loss {metrics['loss']:.4f}  perplexity {metrics['perplexity']:.2f}"
 
     def sample(self, model: SequenceModel) -> str:
         """A text generated with the recipe's ``generate`` settings and seed."""
@@ -133,4 +148,140 @@ def evaluate_language_model_file(model: SequenceModel, tokenizer: Tokenizer, pat
     return evaluate_language_model(model, token_stream(path, tokenizer), batch_size, bptt, ids.pad, ids.unk)
 
 
-TASKS: dict[str, type] = {"language_model": LanguageModelTask}
+class TaggingTask:
+    """One tag per word (named entities, parts of speech) from CoNLL files.
+
+    Sentences are batched by length and packed; the metric is entity-level F1 (micro),
+    as conlleval computes it.
+    """
+
+    name = "tagging"
+    metric = "f1"
+    higher_is_better = True
+
+    @staticmethod
+    def make_tokenizer(recipe: Recipe) -> Tokenizer:
+        """A word vocabulary from the training file's tokens, which are never split again."""
+        config, data = recipe.tokenizer, recipe.data
+        sentences = read_conll(data.train, data.token_column, data.tag_column, data.scheme)["tokens"]
+        return word_tokenizer(
+            (word for sentence in sentences for word in sentence), lowercase=config.lowercase,
+            min_frequency=config.min_frequency, vocab_size=config.vocab_size, split=config.split,
+        )  # fmt: skip
+
+    def __init__(self, recipe: Recipe, tokenizer: Tokenizer, labels: Optional[LabelSet] = None):
+        self.recipe = recipe
+        self.tokenizer = tokenizer
+        self.pad_id = special_ids(tokenizer).pad
+        self.splits = {"train": self._read("train"), "valid": self._read("valid")}
+        if labels is None:
+            scheme = recipe.model.tag_scheme or recipe.data.scheme
+            types = {split_tag(tag)[1] for tags in self.splits["train"]["tags"] for tag in tags} - {""}
+            labels = LabelSet(tags_for_types(types, scheme), scheme=scheme, data_scheme=recipe.data.scheme)
+        self.labels = labels
+        self.index = {tag: index for index, tag in enumerate(labels.labels)}
+        train = self.splits["train"]
+        self.train_examples = (
+            [word_ids(tokenizer, words) for words in train["tokens"]],
+            list(train["tokens"]),
+            [self._tag_ids(tags) for tags in train["tags"]],
+        )
+
+    def _read(self, split: str):
+        data = self.recipe.data
+        return read_conll(getattr(data, split), data.token_column, data.tag_column, data.scheme)
+
+    def _tag_ids(self, tags: Sequence[str]) -> list[int]:
+        # types never seen in training score as O in the loss; entity metrics use the strings
+        outside = self.index["O"]
+        return [self.index.get(tag, outside) for tag in convert(tags, self.labels.data_scheme, self.labels.scheme)]
+
+    def summary(self) -> str:
+        words = sum(len(tokens) for tokens in self.train_examples[0])
+        types = sorted({split_tag(tag)[1] for tag in self.labels.labels} - {""})
+        return (
+            f"train {len(self.train_examples[0]):,} sentences ({words:,} words), valid {len(self.splits['valid']):,} sentences, "
+            f"vocabulary {self.tokenizer.get_vocab_size():,}, {len(types)} entity types, {len(self.labels.labels)} tags ({self.labels.scheme})"
+        )
+
+    def train_batches(self, epoch: int, device: torch.device) -> list[TaggedBatch]:
+        """The batches of one epoch, a pure function of (seed, epoch)."""
+        ids, words, tags = self.train_examples
+        order = bucketed_batches([len(sentence) for sentence in ids], self.recipe.train.batch_size, seed=f"{self.recipe.seed}:{epoch}")
+        with_chars = self.recipe.model.char_features != "none"
+        return [
+            collate_tagged([ids[i] for i in batch], [words[i] for i in batch] if with_chars else None, [tags[i] for i in batch], self.pad_id)
+            for batch in order
+        ]
+
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.train_examples[0]) // self.recipe.train.batch_size)
+
+    def loss(self, model: SequenceModel, batch: TaggedBatch, carry: None) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """Mean loss of a batch, its number of tagged words, and no state to carry."""
+        batch = batch.to(next(model.parameters()).device)
+        emissions, _ = model(batch.token_ids, batch.lengths, char_ids=batch.char_ids)  # (batch, time, tags)
+        return model.head.loss(emissions, batch.tag_ids), batch.lengths.sum(), None
+
+    def evaluate(self, model: SequenceModel, precision: str = "fp32", split: str = "valid") -> dict[str, Any]:
+        """Entity precision, recall and F1 (micro and per type) on a split of the recipe's data."""
+        if split not in self.splits:
+            self.splits[split] = self._read(split)
+        dataset = self.splits[split]
+        return evaluate_tagger(model, self.tokenizer, self.labels, dataset["tokens"], dataset["tags"], self.recipe.train.eval_batch_size, precision)
+
+    def describe(self, metrics: dict[str, Any]) -> str:
+        return f"precision {metrics['precision']:.4f}  recall {metrics['recall']:.4f}  f1 {metrics['f1']:.4f}"
+
+    def sample(self, model: SequenceModel) -> None:
+        return None
+
+
+@torch.inference_mode()
+def predict_tags(
+    model: SequenceModel,
+    tokenizer: Tokenizer,
+    labels: LabelSet,
+    sentences: Sequence[Sequence[str]],
+    batch_size: int = 64,
+    precision: str = "fp32",
+) -> list[list[str]]:
+    """Tag sentences of words; returns each sentence's tags in the data's scheme, in input order.
+
+    Sentences are sorted by length into batches, so padding (and packing) wastes little.
+    An empty sentence gets no tags.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad_id = special_ids(tokenizer).pad
+    with_chars = model.embedding.char_features is not None
+    results: list[list[str]] = [[] for _ in sentences]
+    present = [index for index, words in enumerate(sentences) if len(words)]
+    for batch in bucketed_batches([len(sentences[index]) for index in present], batch_size):
+        indices = [present[position] for position in batch]
+        words = [list(sentences[index]) for index in indices]
+        tensors = collate_tagged([word_ids(tokenizer, sentence) for sentence in words], words if with_chars else None, None, pad_id).to(device)
+        with autocast(device, precision):
+            emissions, _ = model(tensors.token_ids, tensors.lengths, char_ids=tensors.char_ids)
+        for index, path in zip(indices, model.head.decode(emissions, tensors.mask)):
+            results[index] = convert([labels.labels[tag] for tag in path], labels.scheme, labels.data_scheme)
+    model.train(was_training)
+    return results
+
+
+def evaluate_tagger(
+    model: SequenceModel,
+    tokenizer: Tokenizer,
+    labels: LabelSet,
+    sentences: Sequence[Sequence[str]],
+    gold: Sequence[Sequence[str]],
+    batch_size: int = 64,
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """Entity-level precision, recall and F1 of a tagger against gold tags (``metrics.entity_scores``)."""
+    predicted = predict_tags(model, tokenizer, labels, sentences, batch_size, precision)
+    return {**entity_scores([list(tags) for tags in gold], predicted), "sentences": len(gold)}
+
+
+TASKS: dict[str, type] = {"language_model": LanguageModelTask, "tagging": TaggingTask}

@@ -2,8 +2,10 @@
 
 Three kinds, all saved as a standard ``tokenizer.json``:
 
-- ``word``: a word-level vocabulary. Text is split on whitespace, then into runs of word
-  characters and single punctuation marks (``don't`` -> ``don ' t``).
+- ``word``: a word-level vocabulary. Text is split on whitespace, then (``split``) into
+  runs of word characters and single punctuation marks (``punctuation``: ``don't`` ->
+  ``don ' t``), into tweet tokens that keep URLs, @mentions, #hashtags, contractions
+  and emoticons whole (``tweet``), or not at all (``whitespace``).
 - ``bpe``: byte-level BPE (GPT-2 style), so no input is ever out of vocabulary.
 - ``char``: one token per character, spaces included.
 
@@ -12,9 +14,10 @@ Every seqkit tokenizer has the special tokens ``<pad>`` (id 0), ``<unk>`` and ``
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -23,8 +26,12 @@ from .errors import DataError
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 SPECIAL_TOKENS = [PAD, UNK, EOS]
 DEFAULT_BPE_VOCAB_SIZE = 8000
-_WORD_PATTERN = Regex(r"\w+|[^\w\s]")
 _ANY_CHARACTER = Regex(r"[\s\S]")
+_SPLIT_PATTERNS = {
+    "punctuation": r"\w+|[^\w\s]",
+    # URLs, @mentions and #hashtags whole; 's split off; I'm, don't and ":)" kept whole
+    "tweet": r"https?://\S+|www\.\S+|[@#]\w+|['’][sS]\b|\w+(?:['’](?![sS]\b)\w+)*|[^\w\s]+",
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ def train_tokenizer(
     lowercase: bool = False,
     min_frequency: int = 1,
     vocab_size: int | None = None,
+    split: str = "punctuation",
 ) -> Tokenizer:
     """Train a tokenizer of the given kind on an iterable of text lines.
 
@@ -48,6 +56,7 @@ def train_tokenizer(
         kind: ``word``, ``bpe`` or ``char``.
         lines: the training text, one string per line.
         lowercase: lowercase all text before splitting (also at inference).
+        split: ``word`` only: ``punctuation``, ``tweet`` or ``whitespace`` (module docstring).
         min_frequency: drop words (word) or merges (bpe) seen fewer times than this.
         vocab_size: the most entries to keep, special tokens included; ``None`` keeps
             every word or character, and means 8000 for ``bpe``.
@@ -69,9 +78,7 @@ def train_tokenizer(
     elif kind in ("word", "char"):
         tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
         if kind == "word":
-            tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-                [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(_WORD_PATTERN, behavior="isolated")]
-            )
+            tokenizer.pre_tokenizer = _word_splitter(split)
         else:
             tokenizer.pre_tokenizer = pre_tokenizers.Split(_ANY_CHARACTER, behavior="isolated")
             tokenizer.decoder = decoders.Fuse()
@@ -87,6 +94,55 @@ def train_tokenizer(
         tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.train_from_iterator(lines, trainer)
     return tokenizer
+
+
+def word_tokenizer(
+    words: Iterable[str],
+    *,
+    lowercase: bool = False,
+    min_frequency: int = 1,
+    vocab_size: int | None = None,
+    split: str = "tweet",
+) -> Tokenizer:
+    """A word-level tokenizer whose vocabulary is counted from already-split words (the
+    tokens of a CoNLL file), so no training word is split again.
+
+    Words are kept by frequency (ties in first-seen order) down to ``min_frequency``, at
+    most ``vocab_size`` entries with the special tokens. ``split`` sets how raw text is
+    split into words at inference.
+    """
+    normalize = str.lower if lowercase else (lambda word: word)
+    counts = Counter(normalize(word) for word in words)
+    kept = [word for word, count in counts.most_common() if count >= min_frequency and word not in SPECIAL_TOKENS]
+    if vocab_size is not None:
+        kept = kept[: max(0, vocab_size - len(SPECIAL_TOKENS))]
+    vocabulary = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *kept])}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocabulary, unk_token=UNK))
+    tokenizer.pre_tokenizer = _word_splitter(split)
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
+    if lowercase:
+        tokenizer.normalizer = normalizers.Lowercase()
+    return tokenizer
+
+
+def split_words(tokenizer: Tokenizer, text: str) -> list[tuple[str, tuple[int, int]]]:
+    """Raw text -> words with ``(start, end)`` character offsets into ``text``, split by the
+    tokenizer's own pre-tokenizer (the same rules its vocabulary was built with)."""
+    if tokenizer.pre_tokenizer is None:
+        return [(word, span) for word, span in pre_tokenizers.WhitespaceSplit().pre_tokenize_str(text)]
+    return tokenizer.pre_tokenizer.pre_tokenize_str(text)
+
+
+def word_ids(tokenizer: Tokenizer, words: Sequence[str]) -> list[int]:
+    """The vocabulary id of each word, normalized as the tokenizer does; ``<unk>`` if unknown.
+    Words are looked up whole, never split again."""
+    unk = tokenizer.token_to_id(UNK)
+    normalizer = tokenizer.normalizer
+    ids = []
+    for word in words:
+        index = tokenizer.token_to_id(normalizer.normalize_str(word) if normalizer is not None else word)
+        ids.append(unk if index is None else index)
+    return ids
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
@@ -134,3 +190,13 @@ def decode(tokenizer: Tokenizer, token_ids: list[int]) -> str:
             current.append(index)
     lines.append(current)
     return "\n".join(tokenizer.decode(line, skip_special_tokens=True) for line in lines)
+
+
+def _word_splitter(split: str) -> pre_tokenizers.PreTokenizer:
+    if split == "whitespace":
+        return pre_tokenizers.WhitespaceSplit()
+    if split not in _SPLIT_PATTERNS:
+        raise ValueError(f"unknown split {split!r}: use punctuation, tweet or whitespace")
+    return pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(_SPLIT_PATTERNS[split]), behavior="isolated")]
+    )

@@ -26,15 +26,17 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from tqdm import tqdm
 
-from .checkpoint import CONFIG, TOKENIZER, WEIGHTS, load_trainer_state, load_weights, read_config, recover, save_checkpoint
+from .checkpoint import (
+    CONFIG, LABELS, TOKENIZER, WEIGHTS, load_trainer_state, load_weights, read_config, read_labels, recover,
+    save_checkpoint, write_labels,
+)  # fmt: skip
 from .config import Recipe, TrainConfig, dump_recipe
-from .data import read_text
 from .encoders import State
 from .errors import RecipeError, SeqkitError
 from .model import build_model, count_parameters
 from .runtime import autocast, resolve_device, seed_everything, tune_allocator
 from .tasks import TASKS
-from .tokenize import load_tokenizer, special_ids, train_tokenizer
+from .tokenize import load_tokenizer, special_ids
 
 # What a resumed run must share with the run it continues; `train` and `generate` may change.
 _FIXED_SECTIONS = ("task", "seed", "data", "tokenizer", "model")
@@ -101,9 +103,15 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
     if recipe.train.precision == "fp16" and device.type != "cuda":
         raise RecipeError([f"train.precision: fp16 needs CUDA, and training runs on {device}; use bf16 or fp32"])
 
-    tokenizer = load_tokenizer(run_dir / TOKENIZER) if resume else _make_tokenizer(recipe)
-    task = TASKS[recipe.task](recipe, tokenizer)
-    model = build_model(recipe.task, recipe.model, tokenizer.get_vocab_size(), special_ids(tokenizer).pad).to(device)
+    task_class = TASKS[recipe.task]
+    if resume:
+        tokenizer = load_tokenizer(run_dir / TOKENIZER)
+        labels = read_labels(run_dir / LABELS) if (run_dir / LABELS).exists() else None
+    else:
+        tokenizer = load_tokenizer(recipe.tokenizer.path) if recipe.tokenizer.path else task_class.make_tokenizer(recipe)
+        labels = None
+    task = task_class(recipe, tokenizer, labels)
+    model = build_model(recipe.task, recipe.model, tokenizer.get_vocab_size(), special_ids(tokenizer).pad, task.labels).to(device)
     optimizer = build_optimizer(model, recipe.train)
     steps_per_epoch = task.steps_per_epoch()
     total_steps = min(recipe.train.max_steps or math.inf, (recipe.train.epochs or math.inf) * steps_per_epoch)
@@ -128,6 +136,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
     else:
         (run_dir / CONFIG).write_text(dump_recipe(recipe), encoding="utf-8")
         (run_dir / TOKENIZER).write_text(tokenizer.to_str(), encoding="utf-8")
+        if task.labels is not None:
+            write_labels(run_dir / LABELS, task.labels)
 
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress.step if resume else None)
     if not resume:
@@ -146,7 +156,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
             "interval": interval.state_dict(),
             "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
         }
-        save_checkpoint(run_dir / "last", model, recipe, tokenizer, info, trainer_state=state)
+        save_checkpoint(run_dir / "last", model, recipe, tokenizer, info, trainer_state=state, labels=task.labels)
 
     train_config = recipe.train
     epochs = train_config.epochs or math.inf
@@ -220,12 +230,11 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
                         "best": improved,
                     }
                     _append_record(run_dir / "metrics.jsonl", record)
-                    for name, number in metrics.items():
-                        writer.add_scalar(f"valid/{name}", number, progress.step)
+                    _add_scalars(writer, "valid", metrics, progress.step)
                     writer.flush()
                     info = {"step": progress.step, "epoch": record["epoch"], "metrics": {"valid": metrics}}
                     if improved:
-                        save_checkpoint(run_dir / "best", model, recipe, tokenizer, info)
+                        save_checkpoint(run_dir / "best", model, recipe, tokenizer, info, labels=task.labels)
                     save_last(info)
                     say(_describe_eval(record, task) + ("  *best" if improved else ""))
                     if early_stop:
@@ -250,8 +259,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
     if recipe.data.test is not None:
         result.test_metrics = task.evaluate(model, train_config.precision, split="test")
         _append_record(run_dir / "metrics.jsonl", {"step": progress.best_step, "split": "test", **result.test_metrics})
-        for name, number in result.test_metrics.items():
-            writer.add_scalar(f"test/{name}", number, progress.best_step or 0)
+        _add_scalars(writer, "test", result.test_metrics, progress.best_step or 0)
     result.sample = task.sample(model)
     if result.sample is not None:
         writer.add_text("sample", "    " + result.sample.replace("\n", "\n    "), progress.step)
@@ -293,16 +301,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _make_tokenizer(recipe: Recipe):
-    config = recipe.tokenizer
-    if config.path is not None:
-        return load_tokenizer(config.path)
-    lines = read_text(recipe.data.train)["text"]
-    return train_tokenizer(
-        config.kind, lines, lowercase=config.lowercase, min_frequency=config.min_frequency, vocab_size=config.vocab_size
-    )
-
-
 def _prepare_run_dir(run_dir: Path, recipe: Recipe, *, resume: bool, overwrite: bool) -> None:
     """Check the output directory before any work: never lose a saved run by accident."""
     if resume:
@@ -328,7 +326,7 @@ def _prepare_run_dir(run_dir: Path, recipe: Recipe, *, resume: bool, overwrite: 
     if overwrite:
         for name in ("last", "best", "last.old", "best.old", "tb"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in ("metrics.jsonl", CONFIG, TOKENIZER):
+        for name in ("metrics.jsonl", CONFIG, TOKENIZER, LABELS):
             (run_dir / name).unlink(missing_ok=True)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -453,7 +451,7 @@ def _log_hparams(writer: SummaryWriter, recipe: Recipe, task) -> None:
         for key, value in items:
             name = f"{section}.{key}" if key else section
             flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    experiment, session_start, session_end = hparams(flat, {f"valid/{task.metric}": float("nan"), "valid/loss": float("nan")})
+    experiment, session_start, session_end = hparams(flat, {f"valid/{task.metric}": float("nan")})
     file_writer = writer._get_file_writer()
     for summary in (experiment, session_start, session_end):
         file_writer.add_summary(summary)
@@ -461,11 +459,16 @@ def _log_hparams(writer: SummaryWriter, recipe: Recipe, task) -> None:
 
 
 def _describe_eval(record: dict[str, Any], task) -> str:
-    metric = task.metric
-    return (
-        f"step {record['step']:>6}  epoch {record['epoch']:.2f}  train loss {record['train_loss']:.4f}  "
-        f"valid loss {record['loss']:.4f}  valid {metric} {record[metric]:.2f}"
-    )
+    return f"step {record['step']:>6}  epoch {record['epoch']:.2f}  train loss {record['train_loss']:.4f}  valid {task.describe(record)}"
+
+
+def _add_scalars(writer: SummaryWriter, split: str, metrics: dict[str, Any], step: int) -> None:
+    """The numbers among ``metrics`` as TensorBoard scalars (nested per-type scores too)."""
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            _add_scalars(writer, f"{split}/{name}", value, step)
+        elif isinstance(value, (int, float)):
+            writer.add_scalar(f"{split}/{name}", value, step)
 
 
 def _append_record(path: Path, record: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import MOBY, TINY_RECIPE, first_lines
+from helpers import MOBY, TINY_RECIPE, TINY_TAGGER, WNUT, first_lines, first_sentences
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -37,3 +37,35 @@ def tiny_recipe(moby_slice) -> Path:
     path = moby_slice / "tiny.yaml"
     path.write_text(yaml.safe_dump(TINY_RECIPE, sort_keys=False), encoding="utf-8")
     return path
+
+
+def _write_tagger_data(directory: Path) -> Path:
+    """data/train.conll and data/dev.conll (the same first 40 WNUT-16 tweets) and a tiny
+    tagger recipe naming them by absolute path; returns the recipe."""
+    data = directory / "data"
+    data.mkdir()
+    slice_ = first_sentences(WNUT / "train.conll", 40)
+    (data / "train.conll").write_text(slice_, encoding="utf-8")
+    (data / "dev.conll").write_text(slice_, encoding="utf-8")
+    recipe = {**TINY_TAGGER, "output_dir": str(directory / "runs" / "tagger"),
+              "data": {"train": str(data / "train.conll"), "valid": str(data / "dev.conll")}}  # fmt: skip
+    path = directory / "tagger.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tagger_recipe(tmp_path, monkeypatch) -> Path:
+    """A tiny tagger recipe on the first 40 WNUT-16 tweets (dev: the same tweets)."""
+    monkeypatch.chdir(tmp_path)
+    return _write_tagger_data(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def trained_tagger(tmp_path_factory):
+    """A tagger overfitted to 40 tweets, trained once per test module."""
+    from seqkit.config import load_recipe
+    from seqkit.train import train
+
+    recipe = _write_tagger_data(tmp_path_factory.mktemp("tagger"))
+    return train(load_recipe(recipe, ["train.epochs=40", "train.eval_every=null"]), quiet=True)

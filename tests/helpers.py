@@ -8,6 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MOBY = ROOT / "data" / "moby-dick"
+WNUT = ROOT / "data" / "wnut16"
 
 
 def first_lines(source: Path, count: int) -> str:
@@ -26,6 +27,24 @@ TINY_RECIPE = {
     "train": {"epochs": 2, "batch_size": 8, "bptt": 12, "lr": 0.01, "eval_every": 10, "log_every": 5, "device": "cpu"},
     "generate": {"prompt": "the whale", "max_tokens": 12, "temperature": 0.8, "top_k": 20},
 }
+
+
+def first_sentences(source: Path, count: int) -> str:
+    """The first ``count`` sentences of a shipped CoNLL file."""
+    sentences = source.read_text(encoding="utf-8").split("\n\n")
+    return "\n\n".join(sentences[:count]).strip("\n") + "\n"
+
+
+TINY_TAGGER = {
+    "task": "tagging",
+    "seed": 0,
+    "output_dir": "runs/tagger",
+    "data": {"train": "data/train.conll", "valid": "data/dev.conll"},
+    "tokenizer": {"kind": "word", "split": "tweet"},
+    "model": {"embedding_dim": 24, "hidden_size": 32, "num_layers": 1, "bidirectional": True, "dropout": 0.0,
+              "crf": True, "char_features": "cnn", "char_embedding_dim": 8, "char_hidden_size": 8},
+    "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "eval_batch_size": 16, "log_every": 5, "device": "cpu"},
+}  # fmt: skip
 
 
 def run_python(code: str, cwd: Path) -> str:

@@ -93,7 +93,7 @@ def test_yaml_syntax_error_names_line_and_column(moby_slice):
 def test_missing_task_and_data_are_named(moby_slice):
     path = _write(moby_slice, "model:\n  hidden_size: 12\n")
     assert _problems(path) == [
-        f"{path}: task: missing (one of language_model)",
+        f"{path}: task: missing (one of language_model, tagging)",
         f"{path}: data.train: missing: the path of the training file",
         f"{path}: data.valid: missing: the path of the validation file",
     ]
@@ -114,6 +114,14 @@ def test_rules_across_keys(tiny_recipe):
     assert any("model.bidirectional: a language model predicts the next token" in p for p in problems)
     assert any("train.epochs: set train.epochs or train.max_steps" in p for p in problems)
     assert any("train.device: unknown device 'gpu'" in p for p in problems)
+
+
+def test_task_specific_keys_are_checked_against_the_task(tiny_recipe):
+    problems = _problems(tiny_recipe, ["model.crf=true", "model.char_features=cnn"])
+    assert [p.split(": ", 2)[1] for p in problems] == ["model.crf", "model.char_features"]
+    problems = _problems(tiny_recipe, ["task=tagging", "tokenizer.kind=bpe", "model.tie_weights=true"])
+    assert any("tokenizer.kind: tagging gives one tag per word" in p for p in problems)
+    assert any("model.tie_weights: only a language model" in p for p in problems)
 
 
 def test_duplicate_keys_are_reported(moby_slice):

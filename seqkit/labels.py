@@ -1,0 +1,144 @@
+"""Tag schemes for sequence labeling (pure Python): checking, converting, reading spans.
+
+Two schemes:
+
+- ``bio`` (IOB2): ``B-X`` begins an entity of type X, ``I-X`` continues it, ``O`` is outside.
+- ``bioes``: as ``bio``, plus ``E-X`` ends a multi-token entity and ``S-X`` is a
+  single-token one.
+
+``spans`` reads entities the way CoNLL's ``conlleval`` script (and seqeval's default mode)
+does, so scores computed from them match the published numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Optional, Sequence
+
+SCHEMES = ("bio", "bioes")
+OUTSIDE = "O"
+_PREFIXES = {"bio": ("B", "I"), "bioes": ("B", "I", "E", "S")}
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """A tagger's tag vocabulary (``labels.json`` in a checkpoint).
+
+    ``labels[i]`` is the tag of output ``i`` in ``scheme``, the scheme the model predicts;
+    ``data_scheme`` is the scheme of the training data, in which tags are returned.
+    """
+
+    labels: list[str]
+    scheme: str = "bio"
+    data_scheme: str = "bio"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "LabelSet":
+        return cls(labels=list(data["labels"]), scheme=data.get("scheme", "bio"), data_scheme=data.get("data_scheme", "bio"))
+
+
+def split_tag(tag: str) -> tuple[str, str]:
+    """``"B-person"`` -> ``("B", "person")``; ``"O"`` -> ``("O", "")``."""
+    if tag == OUTSIDE:
+        return OUTSIDE, ""
+    prefix, _, label = tag.partition("-")
+    return prefix, label
+
+
+def tag_problem(previous: str, tag: str, scheme: str) -> Optional[str]:
+    """Why ``tag`` cannot follow ``previous`` (``"O"`` at a sentence start) in ``scheme``,
+    or ``None`` when it can. Used to check data files line by line."""
+    prefix, label = split_tag(tag)
+    allowed_prefixes = _PREFIXES[scheme]
+    if tag != OUTSIDE and (prefix not in allowed_prefixes or not label):
+        return f"tag {tag!r} is not O or {'/'.join(allowed_prefixes)}-TYPE ({scheme} scheme)"
+    previous_prefix, previous_label = split_tag(previous)
+    continues = prefix in ("I", "E")
+    open_entity = previous_prefix in ("B", "I")
+    if continues and not (open_entity and previous_label == label):
+        return f"{tag} follows {previous}, which breaks the {scheme} scheme ({prefix}-{label} must continue a {label} entity)"
+    if scheme == "bioes" and open_entity and not (continues and previous_label == label):
+        return f"{tag} follows {previous}, which breaks the bioes scheme ({previous} must be followed by I-{previous_label} or E-{previous_label})"
+    return None
+
+
+def end_problem(last: str, scheme: str) -> Optional[str]:
+    """Why a sentence cannot end on ``last`` (bioes entities end on E- or S-)."""
+    if scheme == "bioes" and split_tag(last)[0] in ("B", "I"):
+        return f"the sentence ends on {last}, which breaks the bioes scheme (an entity ends on E- or S-)"
+    return None
+
+
+def spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
+    """Entities in a tag sequence as ``(start, end, type)`` token ranges, ``end`` exclusive.
+
+    Reads both schemes as conlleval does: an entity starts at B- or S-, or at an I-/E-
+    whose type differs from the token before; it ends before O, B-, S-, a type change,
+    or after E-/S-.
+    """
+    found, start, current = [], None, ""
+    previous_prefix = OUTSIDE
+    for index, tag in enumerate([*tags, OUTSIDE]):
+        prefix, label = split_tag(tag)
+        ends = start is not None and (
+            prefix in (OUTSIDE, "B", "S") or label != current or previous_prefix in ("E", "S")
+        )
+        if ends:
+            found.append((start, index, current))
+            start = None
+        if prefix != OUTSIDE and start is None:
+            start, current = index, label
+        previous_prefix = prefix
+    return found
+
+
+def bio_to_bioes(tags: Sequence[str]) -> list[str]:
+    """Rewrite valid BIO tags in BIOES: the last token of an entity becomes E- (or S- alone)."""
+    converted = []
+    for index, tag in enumerate(tags):
+        prefix, label = split_tag(tag)
+        following = split_tag(tags[index + 1]) if index + 1 < len(tags) else (OUTSIDE, "")
+        continued = following == ("I", label)
+        if prefix == "B":
+            converted.append(tag if continued else f"S-{label}")
+        elif prefix == "I":
+            converted.append(tag if continued else f"E-{label}")
+        else:
+            converted.append(tag)
+    return converted
+
+
+def bioes_to_bio(tags: Sequence[str]) -> list[str]:
+    """Rewrite BIOES tags in BIO: S- becomes B-, E- becomes I-."""
+    converted = []
+    for tag in tags:
+        prefix, label = split_tag(tag)
+        converted.append(f"{ {'S': 'B', 'E': 'I'}.get(prefix, prefix)}-{label}" if tag != OUTSIDE else tag)
+    return converted
+
+
+def convert(tags: Sequence[str], source: str, target: str) -> list[str]:
+    """Tags from one scheme to another (``bio`` / ``bioes``)."""
+    if source == target:
+        return list(tags)
+    return bio_to_bioes(tags) if target == "bioes" else bioes_to_bio(tags)
+
+
+def tags_for_types(types: Iterable[str], scheme: str) -> list[str]:
+    """Every tag of ``scheme`` for the entity ``types``: ``O`` first, then by type."""
+    return [OUTSIDE] + [f"{prefix}-{label}" for label in sorted(set(types)) for prefix in _PREFIXES[scheme]]
+
+
+def allowed_transitions(labels: Sequence[str], scheme: str) -> tuple[list[list[bool]], list[bool], list[bool]]:
+    """Which tag may follow which, which may start and which may end a sentence.
+
+    Returns:
+        ``(allowed[i][j]`` for i -> j, ``can_start[j]``, ``can_end[i])``.
+    """
+    allowed = [[tag_problem(before, after, scheme) is None for after in labels] for before in labels]
+    can_start = [tag_problem(OUTSIDE, tag, scheme) is None for tag in labels]
+    can_end = [end_problem(tag, scheme) is None for tag in labels]
+    return allowed, can_start, can_end
