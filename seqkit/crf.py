@@ -100,13 +100,14 @@ class CRF(nn.Module):
             best, best_from = candidates.max(dim=1)
             backpointers.append(best_from)
             score = torch.where(mask[:, step].unsqueeze(1), best + emissions[:, step], score)
-        last = (score + end).argmax(dim=1).tolist()
-        lengths = mask.sum(1).tolist()
-        pointers = torch.stack(backpointers, dim=1).tolist() if backpointers else []  # (batch, time - 1, tags)
-        paths = []
-        for row, length in enumerate(lengths):
-            path = [last[row]]
-            for step in range(length - 2, -1, -1):
-                path.append(pointers[row][step][path[-1]])
-            paths.append(path[::-1])
-        return paths
+        # follow the backpointers from each row's best last tag, all rows at once
+        lengths = mask.sum(1)
+        current = (score + end).argmax(dim=1)  # (batch,) the tag at each row's last position
+        path = torch.zeros_like(mask, dtype=torch.long)
+        path[torch.arange(len(lengths), device=path.device), lengths - 1] = current
+        for step in range(emissions.shape[1] - 2, -1, -1):
+            previous = backpointers[step].gather(1, current.unsqueeze(1)).squeeze(1)
+            inside = step < lengths - 1  # rows whose sequence goes on past `step`
+            current = torch.where(inside, previous, current)
+            path[:, step] = torch.where(inside, previous, path[:, step])
+        return [row[:length] for row, length in zip(path.tolist(), lengths.tolist())]

@@ -217,12 +217,13 @@ class TaggedBatch:
 
     token_ids: torch.Tensor  # (batch, time), pad_id after each sentence
     lengths: torch.Tensor  # (batch,) on the CPU, as packing wants
-    char_ids: Optional[torch.Tensor]  # (batch, time, word_bytes), 0 pads
+    char_ids: Optional[torch.Tensor]  # (distinct words, word_bytes): each distinct word of the batch once, 0 pads
+    char_index: Optional[torch.Tensor]  # (batch, time): row of char_ids for each token, 1-based; 0 at padding
     tag_ids: Optional[torch.Tensor]  # (batch, time), IGNORE_INDEX at padding
 
     def to(self, device: torch.device) -> "TaggedBatch":
         move = lambda tensor: None if tensor is None else tensor.to(device, non_blocking=True)  # noqa: E731
-        return TaggedBatch(move(self.token_ids), self.lengths, move(self.char_ids), move(self.tag_ids))
+        return TaggedBatch(move(self.token_ids), self.lengths, move(self.char_ids), move(self.char_index), move(self.tag_ids))
 
     @property
     def mask(self) -> torch.Tensor:
@@ -249,21 +250,31 @@ def collate_tagged(
     token_tensor = torch.full((len(word_ids), max_length), pad_id, dtype=torch.long)
     for row, sentence in enumerate(word_ids):
         token_tensor[row, : len(sentence)] = torch.tensor(sentence, dtype=torch.long)
-    char_tensor = None
+    char_tensor = char_index = None
     if words is not None:
-        encoded = [[word.encode("utf-8")[:MAX_WORD_BYTES] for word in sentence] for sentence in words]
-        longest = max(len(word) for sentence in encoded for word in sentence) or 1
-        char_tensor = torch.zeros((len(words), max_length, longest), dtype=torch.long)
-        for row, sentence in enumerate(encoded):
-            for column, word in enumerate(sentence):
-                if word:
-                    char_tensor[row, column, : len(word)] = torch.frombuffer(bytearray(word), dtype=torch.uint8).long() + 1
+        # each distinct word once: a batch repeats "the", "." and friends many times
+        distinct: dict[str, int] = {}
+        char_index = torch.zeros((len(words), max_length), dtype=torch.long)
+        for row, sentence in enumerate(words):
+            char_index[row, : len(sentence)] = torch.tensor([distinct.setdefault(word, len(distinct) + 1) for word in sentence])
+        char_tensor = _word_bytes(list(distinct))
+        char_tensor = char_tensor[:, : max(1, int((char_tensor != 0).sum(1).max()))]
     tag_tensor = None
     if tag_ids is not None:
         tag_tensor = torch.full((len(tag_ids), max_length), IGNORE_INDEX, dtype=torch.long)
         for row, sentence in enumerate(tag_ids):
             tag_tensor[row, : len(sentence)] = torch.tensor(sentence, dtype=torch.long)
-    return TaggedBatch(token_tensor, lengths, char_tensor, tag_tensor)
+    return TaggedBatch(token_tensor, lengths, char_tensor, char_index, tag_tensor)
+
+
+def _word_bytes(words: Sequence[str]) -> torch.Tensor:
+    """(words, MAX_WORD_BYTES) byte ids of each word's first bytes, shifted by one; 0 pads."""
+    encoded = [word.encode("utf-8")[:MAX_WORD_BYTES] for word in words]
+    flat = np.frombuffer(b"".join(word.ljust(MAX_WORD_BYTES, b"\0") for word in encoded), dtype=np.uint8)
+    lengths = np.fromiter((len(word) for word in encoded), dtype=np.int64, count=len(encoded))
+    ids = flat.reshape(len(encoded), MAX_WORD_BYTES).astype(np.int64) + 1
+    ids[np.arange(MAX_WORD_BYTES)[None, :] >= lengths[:, None]] = 0
+    return torch.from_numpy(ids)
 
 
 def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: Optional[str] = None, pool: int = 50) -> list[list[int]]:

@@ -154,23 +154,26 @@ class CharFeatures(nn.Module):
             self.convolution = nn.Conv1d(embedding_dim, hidden_size, kernel_size=3, padding=1)
             self.output_dim = hidden_size
 
-    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
-        """(batch, time, word_length) byte ids (0: padding) -> (batch, time, output_dim)."""
-        batch_size, max_words, max_chars = char_ids.shape
-        flat = char_ids.reshape(-1, max_chars)  # (batch * time, word_length)
-        lengths = (flat != 0).sum(1)
-        real = lengths > 0  # padding words have no bytes
-        vectors = self.dropout(self.embedding(flat[real]))  # (words, word_length, embedding_dim)
+    def forward(self, char_ids: torch.Tensor, char_index: torch.Tensor) -> torch.Tensor:
+        """Word vectors from bytes.
+
+        Args:
+            char_ids: (words, word_length) byte ids of each distinct word (0: padding).
+            char_index: (batch, time) the row of ``char_ids`` for each token, 1-based; 0 pads.
+
+        Returns:
+            (batch, time, output_dim), zero at padding.
+        """
+        lengths = (char_ids != 0).sum(1).clamp(min=1)
+        vectors = self.dropout(self.embedding(char_ids))  # (words, word_length, embedding_dim)
         if self.kind == "lstm":
-            _, (final, _) = self.encoder(vectors, lengths[real])  # (2, words, hidden)
+            _, (final, _) = self.encoder(vectors, lengths)  # (2, words, hidden)
             features = torch.cat([final[0], final[1]], dim=1)  # forward end, backward start
         else:
             convolved = self.convolution(vectors.transpose(1, 2)).transpose(1, 2)  # (words, word_length, filters)
-            padding = (flat[real] == 0).unsqueeze(2)
-            features = convolved.masked_fill(padding, float("-inf")).max(dim=1).values
-        output = features.new_zeros(batch_size * max_words, self.output_dim)
-        output[real] = features
-        return output.view(batch_size, max_words, self.output_dim)
+            features = convolved.masked_fill((char_ids == 0).unsqueeze(2), float("-inf")).max(dim=1).values
+        features = torch.cat([features.new_zeros(1, self.output_dim), features])  # row 0: padding
+        return features[char_index]
 
 
 class TokenEmbedding(nn.Module):
@@ -200,11 +203,13 @@ class TokenEmbedding(nn.Module):
     def weight(self) -> nn.Parameter:
         return self.embedding.weight
 
-    def forward(self, token_ids: torch.Tensor, char_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(batch, time) ids [and (batch, time, word_length) bytes] -> (batch, time, output_dim)."""
+    def forward(
+        self, token_ids: torch.Tensor, char_ids: Optional[torch.Tensor] = None, char_index: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """(batch, time) ids [and the words' bytes: ``CharFeatures.forward``] -> (batch, time, output_dim)."""
         vectors = self.embedding(token_ids)
         if self.char_features is not None:
-            if char_ids is None:
-                raise ValueError("this embedding has character features: pass char_ids")
-            vectors = torch.cat([vectors, self.char_features(char_ids)], dim=-1)
+            if char_ids is None or char_index is None:
+                raise ValueError("this embedding has character features: pass char_ids and char_index")
+            vectors = torch.cat([vectors, self.char_features(char_ids, char_index)], dim=-1)
         return self.dropout(vectors)

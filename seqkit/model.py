@@ -39,6 +39,7 @@ class SequenceModel(nn.Module):
         lengths: Optional[torch.Tensor] = None,
         state: Optional[State] = None,
         char_ids: Optional[torch.Tensor] = None,
+        char_index: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, State]:
         """Run the model on a padded batch.
 
@@ -46,14 +47,14 @@ class SequenceModel(nn.Module):
             token_ids: (batch, time) ids.
             lengths: (batch,) real lengths, or ``None`` when no sequence is padded.
             state: the encoder's initial state (``RNNEncoder.forward``), or ``None``.
-            char_ids: (batch, time, word_length) bytes of each token, for models with
-                character features.
+            char_ids, char_index: the words' bytes, for models with character features
+                (``CharFeatures.forward``).
 
         Returns:
             The head's outputs (a language model's: (batch, time, vocab_size) logits) and
             the encoder's final state.
         """
-        vectors = self.embedding(token_ids, char_ids)  # (batch, time, embedding output_dim)
+        vectors = self.embedding(token_ids, char_ids, char_index)  # (batch, time, embedding output_dim)
         states, final_state = self.encoder(vectors, lengths, state)  # (batch, time, directions * hidden)
         mask = None
         if lengths is not None:

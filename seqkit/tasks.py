@@ -220,7 +220,8 @@ class TaggingTask:
     def loss(self, model: SequenceModel, batch: TaggedBatch, carry: None) -> tuple[torch.Tensor, torch.Tensor, None]:
         """Mean loss of a batch, its number of tagged words, and no state to carry."""
         batch = batch.to(next(model.parameters()).device)
-        emissions, _ = model(batch.token_ids, batch.lengths, char_ids=batch.char_ids)  # (batch, time, tags)
+        emissions, _ = model(batch.token_ids, batch.lengths, char_ids=batch.char_ids, char_index=batch.char_index)
+        # emissions: (batch, time, tags)
         return model.head.loss(emissions, batch.tag_ids), batch.lengths.sum(), None
 
     def evaluate(self, model: SequenceModel, precision: str = "fp32", split: str = "valid") -> dict[str, Any]:
@@ -263,7 +264,7 @@ def predict_tags(
         words = [list(sentences[index]) for index in indices]
         tensors = collate_tagged([word_ids(tokenizer, sentence) for sentence in words], words if with_chars else None, None, pad_id).to(device)
         with autocast(device, precision):
-            emissions, _ = model(tensors.token_ids, tensors.lengths, char_ids=tensors.char_ids)
+            emissions, _ = model(tensors.token_ids, tensors.lengths, char_ids=tensors.char_ids, char_index=tensors.char_index)
         for index, path in zip(indices, model.head.decode(emissions, tensors.mask)):
             results[index] = convert([labels.labels[tag] for tag in path], labels.scheme, labels.data_scheme)
     model.train(was_training)

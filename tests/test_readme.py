@@ -1,4 +1,4 @@
-"""The README's Python example runs as written (on a tiny checkpoint instead of runs/lm/best)."""
+"""The README's Python examples run as written (on tiny checkpoints instead of runs/*/best)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,19 @@ from seqkit.train import train
 from helpers import ROOT
 
 
-def test_readme_python_blocks_run(tiny_recipe, capsys):
-    run_dir = train(load_recipe(tiny_recipe, ["train.max_steps=5"]), quiet=True).run_dir
+def test_readme_python_blocks_run(tiny_recipe, trained_tagger, capsys):
+    lm_run = train(load_recipe(tiny_recipe, ["train.max_steps=5"]), quiet=True).run_dir
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
-    assert blocks
+    assert len(blocks) >= 2
     for block in blocks:
-        code = block.replace("runs/lm/best", str(run_dir / "best")).replace("data/moby-dick/test.txt", "data/test.txt")
+        code = (
+            block.replace("runs/lm/best", str(lm_run / "best"))
+            .replace("data/moby-dick/test.txt", "data/test.txt")
+            .replace("runs/ner/best", str(trained_tagger.run_dir / "best"))
+        )
         exec(compile(code, "README.md", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("the whale") and float(printed[1]) > 1
     assert (tiny_recipe.parent / "my-lm" / "model.safetensors").is_file()
+    assert any(line.startswith("['Pretty', 'bad', 'storm'") for line in printed)
+    assert all(line.endswith("True") for line in printed if line.split(" ")[0] in {"facility", "geo-loc", "person", "company", "other"})
