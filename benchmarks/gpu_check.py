@@ -7,6 +7,13 @@
 3. The same model trained on this machine's CPU for a few steps: tokens/s, for the ratio.
 4. The checkpoint loaded in a fresh process on CUDA: the same seed generates the same
    text, and its test perplexity matches the one training reported.
+5. ``recipes/ner.yaml`` (BiLSTM-CRF, char features) trained on CUDA for a few hundred steps:
+   loss falls, dev F1; then the checkpoint tags the dev tweets on CUDA and on the CPU in a
+   fresh process, and the tags must agree.
+6. ``recipes/spam.yaml`` (BiLSTM + attention pooling) trained on CUDA for a few hundred
+   steps; predictions on CUDA and on the CPU must agree.
+
+``--only lm,tagger,classifier`` runs a subset (each section takes well under a minute).
 
 Prints one line per check and writes them all to ``DIR/gpu_check.json``. Record what it
 printed in ``benchmarks/RESULTS.md``.
@@ -60,14 +67,77 @@ def packed_cuda_vs_cpu(tf32: bool) -> dict:
     return results
 
 
+TAG_ON_BOTH = """
+import json, sys, seqkit
+from seqkit.data import read_conll
+sentences = [list(s) for s in read_conll("data/wnut16/dev.conll")["tokens"]]
+tags = {}
+for device in ("cuda", "cpu"):
+    tagger = seqkit.Tagger.from_pretrained(sys.argv[1], device=device)
+    tags[device] = [doc.tags for doc in tagger.tag(sentences, batch_size=64)]
+    f1 = tagger.evaluate("data/wnut16/dev.conll")["f1"]
+same = sum(a == b for a, b in zip(tags["cuda"], tags["cpu"]))
+print(json.dumps({"sentences": len(sentences), "same_tags_cuda_and_cpu": same, "dev_f1_cpu": f1,
+                  "example": seqkit.Tagger.from_pretrained(sys.argv[1], device="cuda").tag("Pretty bad storm here last evening at the Empire State Building").to_json()["spans"]}))
+"""
+
+CLASSIFY_ON_BOTH = """
+import gzip, json, sys, numpy as np, seqkit
+texts = [json.loads(line)["text"] for line in gzip.open("data/spam/spam-subset.jsonl.gz", "rt")][:500]
+results = {d: seqkit.Classifier.from_pretrained(sys.argv[1], device=d).predict(texts, batch_size=64) for d in ("cuda", "cpu")}
+same = sum(a.label == b.label for a, b in zip(results["cuda"], results["cpu"]))
+gap = max(abs(a.probabilities["spam"] - b.probabilities["spam"]) for a, b in zip(results["cuda"], results["cpu"]))
+print(json.dumps({"texts": len(texts), "same_label_cuda_and_cpu": same, "max_probability_difference": gap}))
+"""
+
+
+def train_on_cuda(recipe_name: str, overrides: list[str], out: Path) -> dict:
+    """Train a recipe on CUDA; the run's size, speed, first and last logged loss, best metrics."""
+    recipe = load_recipe(ROOT / "recipes" / recipe_name, ["train.device=cuda", *overrides, f"output_dir={out}"])
+    started = time.perf_counter()
+    result = train(recipe, overwrite=True, quiet=True)
+    losses = [record["loss"] for record in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if record["split"] == "train"]
+    return {
+        "seconds": round(time.perf_counter() - started, 1),
+        "steps": result.steps,
+        "train_items_per_sec": round(result.train_tokens_per_sec),
+        "first_logged_loss": losses[0],
+        "last_logged_loss": losses[-1],
+        "best": {name: value for name, value in result.best_metrics.items() if isinstance(value, float)},
+    }
+
+
+def in_fresh_process(code: str, checkpoint: Path) -> dict:
+    completed = subprocess.run([sys.executable, "-c", code, str(checkpoint)], capture_output=True, text=True, cwd=ROOT)
+    if completed.returncode != 0:
+        print(completed.stderr, file=sys.stderr)
+        raise SystemExit(f"the fresh process on {checkpoint} failed")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="runs/gpu_check")
+    parser.add_argument("--only", default="lm,tagger,classifier", help="comma-separated sections: lm, tagger, classifier")
     args = parser.parse_args()
+    sections = set(args.only.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0), "cuda": torch.version.cuda}
     print(json.dumps(report), flush=True)
+    if "tagger" in sections:
+        report["tagger"] = tagger = train_on_cuda("ner.yaml", ["train.max_steps=480", "train.log_every=40"], out / "ner")
+        print(f"tagger trained on CUDA: {tagger}", flush=True)
+        tagger["fresh_process"] = in_fresh_process(TAG_ON_BOTH, out / "ner" / "best")
+        print(f"tagger, fresh process, CUDA vs CPU: {tagger['fresh_process']}", flush=True)
+    if "classifier" in sections:
+        report["classifier"] = classifier = train_on_cuda("spam.yaml", ["train.max_steps=300", "train.log_every=25"], out / "spam")
+        print(f"classifier trained on CUDA: {classifier}", flush=True)
+        classifier["fresh_process"] = in_fresh_process(CLASSIFY_ON_BOTH, out / "spam" / "best")
+        print(f"classifier, fresh process, CUDA vs CPU: {classifier['fresh_process']}", flush=True)
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+    if "lm" not in sections:
+        return
 
     for tf32 in (True, False):
         report[f"packed_max_abs_difference_tf32_{tf32}"] = packed = packed_cuda_vs_cpu(tf32)

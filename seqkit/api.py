@@ -10,6 +10,9 @@
     doc = tagger.tag("Pretty bad storm here last evening at the Empire State Building")
     doc.tokens, doc.tags, doc.spans
 
+    clf = seqkit.Classifier.from_pretrained("runs/spam/best")
+    clf.predict("WIN a FREE cruise, click here")          # Prediction(label, probabilities)
+
     seqkit.load("runs/lm/best")          # the right class for the checkpoint's task
 """
 
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 
@@ -26,11 +30,12 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Recipe
 from .decoding import generate_text
 from .data import read_conll
-from .labels import LabelSet, spans
+from .labels import LabelSet, Targets, spans
 from .model import SequenceModel
 from .runtime import resolve_device
-from .tasks import evaluate_language_model_file, evaluate_tagger, predict_tags
-from .tokenize import split_words
+from .tasks import encode_inputs, evaluate_language_model_file, evaluate_tagger, predict_outputs, predict_tags
+from .tasks.sequence import evaluate_file
+from .tokenize import special_ids, split_words
 
 
 class Pretrained:
@@ -38,7 +43,7 @@ class Pretrained:
 
     task: str = ""
 
-    def __init__(self, model: SequenceModel, recipe: Recipe, tokenizer: Tokenizer, labels: Optional[LabelSet] = None):
+    def __init__(self, model: SequenceModel, recipe: Recipe, tokenizer: Optional[Tokenizer], labels: Optional[LabelSet | Targets] = None):
         self.model = model.eval()
         self.recipe = recipe
         self.tokenizer = tokenizer
@@ -71,7 +76,8 @@ class Pretrained:
 
     def __repr__(self) -> str:
         m = self.recipe.model
-        return f"{type(self).__name__}({m.encoder} {m.num_layers}x{m.hidden_size}, vocabulary {self.tokenizer.get_vocab_size():,}, on {self.device})"
+        inputs = f"vocabulary {self.tokenizer.get_vocab_size():,}" if self.tokenizer is not None else f"{m.input_size} numbers per step"
+        return f"{type(self).__name__}({m.encoder} {m.num_layers}x{m.hidden_size}, {inputs}, on {self.device})"
 
 
 class LanguageModel(Pretrained):
@@ -203,7 +209,155 @@ class Tagger(Pretrained):
         return evaluate_tagger(self.model, self.tokenizer, self.labels, dataset["tokens"], dataset["tags"], batch_size)
 
 
-_API: dict[str, type[Pretrained]] = {"language_model": LanguageModel, "tagging": Tagger}
+class _SequencePredictor(Pretrained):
+    """Shared by ``Classifier`` and ``Regressor``: inputs -> encoded, truncated sequences."""
+
+    def _encode(self, inputs: Any) -> tuple[bool, list, list]:
+        """``(single, encoded, tokens)`` for one input or a list of them."""
+        vectors = self.recipe.data.inputs == "vectors"
+        single = isinstance(inputs, str) or (vectors and _is_steps(inputs))
+        items = [inputs] if single else _as_list(inputs)
+        if vectors:
+            checked = []
+            for position, item in enumerate(items):
+                array = np.asarray(item, dtype=np.float32) if _is_steps(item) else None
+                if array is None or array.ndim != 2 or array.shape[1] != self.recipe.model.input_size or len(array) == 0:
+                    raise TypeError(f"input {position}: expected steps of {self.recipe.model.input_size} numbers each, shaped (time, {self.recipe.model.input_size})")
+                checked.append(array)
+            encoded, _ = encode_inputs(checked, None, self.recipe.data)
+            return single, encoded, [[f"step {i}" for i in range(len(x))] for x in encoded]
+        for position, item in enumerate(items):
+            if not isinstance(item, str):
+                raise TypeError(f"predict() takes a string or a list of strings; input {position} is {type(item).__name__}")
+        encoded, _ = encode_inputs(items, self.tokenizer, self.recipe.data)
+        return single, encoded, items
+
+    def _tokens(self, texts: list, encoded: list) -> list[list[str]]:
+        """The tokens each (truncated) input was read as."""
+        if self.tokenizer is None:
+            return texts
+        # each token as it stands in the text (before lowercasing or other normalization)
+        tokens = [[text[start:end] for start, end in encoding.offsets] for text, encoding in zip(texts, self.tokenizer.encode_batch(texts))]
+        data = self.recipe.data
+        from .data import truncate
+
+        return [list(truncate(row, data.max_length, data.truncation)) if row else [""] for row in tokens]
+
+    @property
+    def _pad_id(self) -> int:
+        return special_ids(self.tokenizer).pad if self.tokenizer is not None else 0
+
+    def evaluate(self, path: Union[str, Path], batch_size: int = 64) -> dict[str, Any]:
+        """Metrics on a data file read with the recipe's ``data`` settings: accuracy,
+        macro-F1 and per-class scores for a classifier; MAE and RMSE (and the mean
+        baseline's) for a regression model."""
+        return evaluate_file(self.model, self.tokenizer, self.labels, self.recipe, path, batch_size)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A classifier's answer for one input: the most probable ``label``, every class's
+    probability, and -- when asked for, with attention pooling -- each token it read with
+    its attention weight (they sum to 1)."""
+
+    label: str
+    probabilities: dict[str, float]
+    attention: Optional[list[tuple[str, float]]] = None
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"label": self.label, "probabilities": self.probabilities}
+        if self.attention is not None:
+            record["attention"] = [[token, weight] for token, weight in self.attention]
+        return record
+
+
+class Classifier(_SequencePredictor):
+    """A trained text classifier (many-to-one): one label per text."""
+
+    task = "classification"
+
+    def predict(self, inputs: Union[str, Sequence[str]], batch_size: int = 64, return_attention: bool = False) -> Union[Prediction, list[Prediction]]:
+        """Classify one text, or many in batches (sorted by length; results in input order).
+
+        Args:
+            inputs: a string or a list of strings (or, for a model trained on vectors,
+                a (time, features) array or a list of them).
+            batch_size: inputs per batch.
+            return_attention: also return each token's attention weight (needs
+                ``model.pooling: attention``).
+
+        Returns:
+            A ``Prediction`` for one input, a list of them for a list. Texts longer than
+            ``data.max_length`` tokens are truncated as in training; an empty text is read
+            as one padding step.
+
+        Raises:
+            TypeError: an input that is not a string.
+            ValueError: ``return_attention`` on a model that does not pool by attention.
+        """
+        if return_attention and self.recipe.model.pooling != "attention":
+            raise ValueError(f"this model pools with {self.recipe.model.pooling!r}; attention weights exist only with model.pooling: attention")
+        single, encoded, items = self._encode(inputs)
+        logits, weights = predict_outputs(self.model, encoded, batch_size, self._pad_id, attention=return_attention)
+        tokens = self._tokens(items, encoded) if return_attention else None
+        classes = self.labels.labels
+        predictions = []
+        for index, row in enumerate(logits):
+            probabilities = torch.from_numpy(row).softmax(-1).tolist()
+            attention = list(zip(tokens[index], weights[index].tolist())) if return_attention else None
+            predictions.append(Prediction(classes[int(np.argmax(row))], dict(zip(classes, probabilities)), attention))
+        return predictions[0] if single else predictions
+
+
+class Regressor(_SequencePredictor):
+    """A trained regression model: numbers from a sequence (many-to-one), or at every step."""
+
+    task = "regression"
+
+    def predict(self, inputs: Any, batch_size: int = 64) -> Any:
+        """Predict from one input, or many in batches (results in input order).
+
+        Args:
+            inputs: a string or list of strings; for a model trained on vectors, a
+                (time, features) array (or nested list) or a list of them.
+
+        Returns:
+            Per input: a float when the model has one output; a dict of output name to
+            float when it has several; a (time, outputs) array for per-step models. A
+            list of those for a list of inputs.
+        """
+        single, encoded, _ = self._encode(inputs)
+        outputs, _ = predict_outputs(self.model, encoded, batch_size, self._pad_id)
+        mean, std = np.asarray(self.labels.mean, dtype=np.float32), np.asarray(self.labels.std, dtype=np.float32)
+        names = self.labels.names
+        results = []
+        for row in outputs:
+            values = row * std + mean
+            if values.ndim == 2:
+                results.append(values)
+            else:
+                results.append(float(values[0]) if len(names) == 1 else dict(zip(names, map(float, values))))
+        return results[0] if single else results
+
+
+def _is_steps(value: Any) -> bool:
+    """A (time, features) array or nested list: one input of vectors."""
+    if isinstance(value, np.ndarray) or isinstance(value, torch.Tensor):
+        return value.ndim == 2
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(
+        isinstance(step, (list, tuple)) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in step) for step in value
+    )
+
+
+def _as_list(inputs: Any) -> list:
+    if isinstance(inputs, (list, tuple)):
+        return list(inputs)
+    if isinstance(inputs, np.ndarray) and inputs.ndim == 3:
+        return list(inputs)
+    raise TypeError(f"predict() takes one input or a list of inputs, not {type(inputs).__name__}")
+
+
+_API: dict[str, type[Pretrained]] = {"language_model": LanguageModel, "tagging": Tagger, "classification": Classifier, "regression": Regressor}
 
 
 def load(path: Union[str, Path], device: str = "auto") -> Pretrained:

@@ -4,8 +4,8 @@
 
     config.yaml          the resolved recipe + a ``checkpoint:`` block (format, version, step, metrics)
     model.safetensors    weights: loading a checkpoint never runs code
-    tokenizer.json       Hugging Face tokenizers format
-    labels.json          the tag vocabulary and scheme, where the task has labels
+    tokenizer.json       Hugging Face tokenizers format (absent for vector inputs)
+    labels.json          the tags and their scheme, the classes, or the regression targets
     trainer_state.pt     under last/ only: optimizer, schedule, step, data position, RNG;
                          loaded with ``torch.load(weights_only=True)``
 
@@ -34,7 +34,7 @@ from tokenizers import Tokenizer
 from . import __version__
 from .config import Recipe, recipe_from_dict
 from .errors import CheckpointError, RecipeError, SeqkitError
-from .labels import LabelSet
+from .labels import LabelSet, Targets
 from .model import SequenceModel, build_model
 from .tokenize import load_tokenizer, special_ids
 
@@ -49,8 +49,8 @@ class Checkpoint:
 
     model: SequenceModel
     recipe: Recipe
-    tokenizer: Tokenizer
-    labels: Optional[LabelSet]
+    tokenizer: Optional[Tokenizer]  # None for vector inputs
+    labels: Optional[LabelSet | Targets]
     info: dict[str, Any]  # the ``checkpoint:`` block of config.yaml
 
 
@@ -58,10 +58,10 @@ def save_checkpoint(
     directory: str | Path,
     model: SequenceModel,
     recipe: Recipe,
-    tokenizer: Tokenizer,
+    tokenizer: Optional[Tokenizer],
     info: Optional[dict[str, Any]] = None,
     trainer_state: Optional[dict[str, Any]] = None,
-    labels: Optional[LabelSet] = None,
+    labels: Optional[LabelSet | Targets] = None,
 ) -> Path:
     """Write a checkpoint directory atomically.
 
@@ -69,10 +69,10 @@ def save_checkpoint(
         directory: where the checkpoint goes (replaced if it exists).
         model: the model; its weights are saved with safetensors.
         recipe: the resolved recipe the model was built from.
-        tokenizer: the tokenizer the model reads.
+        tokenizer: the tokenizer the model reads (``None`` for vector inputs).
         info: extra facts for the ``checkpoint:`` block (step, epoch, metrics).
         trainer_state: what ``--resume`` needs (only for ``last/``).
-        labels: the tag vocabulary, for tasks with labels.
+        labels: the tags or classes (``LabelSet``) or regression targets (``Targets``).
     """
     directory = Path(directory)
     recover(directory)
@@ -88,7 +88,8 @@ def save_checkpoint(
     }
     _write_text(temporary / CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     save_weights(model, temporary / WEIGHTS)
-    _write_text(temporary / TOKENIZER, tokenizer.to_str())
+    if tokenizer is not None:
+        _write_text(temporary / TOKENIZER, tokenizer.to_str())
     if labels is not None:
         write_labels(temporary / LABELS, labels)
     if trainer_state is not None:
@@ -107,32 +108,36 @@ def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -
     """
     directory = readable_directory(directory)
     recipe, info = read_config(directory)
-    tokenizer_path = directory / TOKENIZER
-    if not tokenizer_path.is_file():
-        raise CheckpointError(tokenizer_path, "missing: a checkpoint needs its tokenizer")
-    try:
-        tokenizer = load_tokenizer(tokenizer_path)
-    except SeqkitError as error:
-        raise CheckpointError(tokenizer_path, str(error)) from None
-    labels = read_labels(directory / LABELS) if recipe.task == "tagging" else None
-    model = build_model(recipe.task, recipe.model, tokenizer.get_vocab_size(), special_ids(tokenizer).pad, labels)
+    tokenizer = None
+    if recipe.data.inputs == "text":
+        tokenizer_path = directory / TOKENIZER
+        if not tokenizer_path.is_file():
+            raise CheckpointError(tokenizer_path, "missing: a checkpoint needs its tokenizer")
+        try:
+            tokenizer = load_tokenizer(tokenizer_path)
+        except SeqkitError as error:
+            raise CheckpointError(tokenizer_path, str(error)) from None
+    labels = read_labels(directory / LABELS) if recipe.task != "language_model" else None
+    vocab_size, pad_id = (tokenizer.get_vocab_size(), special_ids(tokenizer).pad) if tokenizer is not None else (None, 0)
+    model = build_model(recipe.task, recipe.model, vocab_size, pad_id, labels)
     load_weights(model, directory / WEIGHTS)
     model.to(device).eval()
     return Checkpoint(model, recipe, tokenizer, labels, info)
 
 
-def write_labels(path: str | Path, labels: LabelSet) -> None:
+def write_labels(path: str | Path, labels: LabelSet | Targets) -> None:
     """Write ``labels.json``."""
     Path(path).write_text(json.dumps(labels.to_json(), indent=1) + "\n", encoding="utf-8")
 
 
-def read_labels(path: str | Path) -> LabelSet:
-    """Read ``labels.json``."""
+def read_labels(path: str | Path) -> LabelSet | Targets:
+    """Read ``labels.json``: a ``LabelSet`` (tags, classes) or ``Targets`` (regression)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(path, "missing: a tagger needs its labels")
+        raise CheckpointError(path, "missing: a model with labels or targets needs this file")
     try:
-        return LabelSet.from_json(json.loads(path.read_text(encoding="utf-8")))
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Targets.from_json(data) if "targets" in data else LabelSet.from_json(data)
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(path, f"not a seqkit labels file ({error})") from None
 

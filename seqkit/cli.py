@@ -85,8 +85,9 @@ def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], r
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of text.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Sequences (or rows, for a language model) per batch.")
 def evaluate(checkpoint: Path, data_path: Path, as_json: bool, batch_size: Optional[int]) -> None:
-    """Evaluate CHECKPOINT on a data file: perplexity for a language model, entity
-    precision, recall and F1 (per type and micro) for a tagger."""
+    """Evaluate CHECKPOINT on a data file: perplexity for a language model; entity
+    precision, recall and F1 (per type and micro) for a tagger; accuracy, macro-F1 and
+    per-class scores for a classifier; MAE and RMSE (and the mean baseline's) for regression."""
     from .api import load
 
     model = load(checkpoint)
@@ -98,6 +99,18 @@ def evaluate(checkpoint: Path, data_path: Path, as_json: bool, batch_size: Optio
             f"{data_path}: perplexity {metrics['perplexity']:.2f} (loss {metrics['loss']:.4f} nats/token, "
             f"{metrics['tokens']:,} tokens; without the {metrics['unk_tokens']:,} <unk> targets: {metrics['perplexity_no_unk']:.2f})"
         )
+    elif model.task == "classification":
+        rows = list(metrics["per_class"].items())
+        width = max(len("class"), *(len(name) for name, _ in rows))
+        click.echo(f"{data_path}: {metrics['examples']:,} examples; accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}")
+        click.echo(f"{'class':<{width}}  precision  recall      f1  examples")
+        for name, scores in rows:
+            click.echo(f"{name:<{width}}  {scores['precision']:9.4f}  {scores['recall']:6.4f}  {scores['f1']:6.4f}  {scores['examples']:8,}")
+    elif model.task == "regression":
+        click.echo(f"{data_path}: {metrics['examples']:,} examples; MAE {_number(metrics['mae'])}, RMSE {_number(metrics['rmse'])} "
+                   f"(always predicting the training mean: MAE {_number(metrics['baseline_mae'])}, RMSE {_number(metrics['baseline_rmse'])})")  # fmt: skip
+        for name, scores in metrics.get("per_output", {}).items():
+            click.echo(f"  {name}: MAE {_number(scores['mae'])}, RMSE {_number(scores['rmse'])}")
     else:
         rows = [(name, scores) for name, scores in metrics["per_type"].items()] + [("micro", metrics)]
         width = max(len(name) for name, _ in rows)
@@ -111,41 +124,98 @@ def evaluate(checkpoint: Path, data_path: Path, as_json: bool, batch_size: Optio
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("input_file", metavar="[INPUT|-]", default="-", type=click.File("r", encoding="utf-8"))
 @click.option("--format", "output_format", type=click.Choice(["text", "jsonl", "conll"]), default="text", show_default=True,
-              help="text: entities marked [like this](label); jsonl: tokens, tags and spans; conll: a token and its tag a line.")
+              help="text: a tagger marks entities [like this](label), a classifier prints label, probability and text, "
+                   "a regression model its value(s) and text; jsonl: one JSON object per input; conll (taggers): a token and its tag a line.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 def predict(checkpoint: Path, input_file, output_format: str, batch_size: int) -> None:
-    """Tag INPUT (one text a line, or JSON Lines with "text" or "tokens"; - for stdin)."""
-    from .api import Tagger, load
+    """Tag, classify or score each input of INPUT with CHECKPOINT: one text a line, or
+    JSON Lines (a .jsonl file) with the text in "text" (or the recipe's data.input_field;
+    a tagger also takes pre-tokenized "tokens"); - reads stdin. Inputs are read and
+    predicted in batches, so a large file streams."""
+    from .api import Classifier, Regressor, Tagger, load
     from .errors import DataError
 
     model = load(checkpoint)
-    if not isinstance(model, Tagger):
-        raise click.UsageError(f"{checkpoint} holds a {model.task} model; predict needs a tagger (a language model generates: seqkit generate)")
+    if not isinstance(model, (Tagger, Classifier, Regressor)):
+        raise click.UsageError(f"{checkpoint} holds a {model.task} model; predict needs a tagger, classifier or regression model (a language model generates: seqkit generate)")
+    if output_format == "conll" and not isinstance(model, Tagger):
+        raise click.UsageError("--format conll is for taggers; use text or jsonl")
     name = getattr(input_file, "name", "-")
     is_jsonl = str(name).endswith(".jsonl")
+    field = model.recipe.data.input_field if not isinstance(model, Tagger) else "text"
+    if model.recipe.data.inputs == "vectors" and not is_jsonl:
+        raise click.UsageError(f"{checkpoint} reads vectors: give a .jsonl file with {field!r} holding each input's steps")
     chunk: list = []
 
     def flush() -> None:
-        for doc in model.tag(chunk, batch_size=batch_size) if chunk else []:
-            click.echo(_format_doc(doc, output_format))
+        if not chunk:
+            return
+        if isinstance(model, Tagger):
+            lines = [_format_doc(doc, output_format) for doc in model.tag(chunk, batch_size=batch_size)]
+        else:
+            results = model.predict(chunk, batch_size=batch_size)
+            lines = [_format_prediction(item, result, output_format) for item, result in zip(chunk, results)]
+        for line in lines:
+            click.echo(line)
         chunk.clear()
 
     for number, line in enumerate(input_file, start=1):
         line = line.rstrip("\r\n")
-        if is_jsonl and line.strip():
-            try:
-                record = json.loads(line)
-                item = record["tokens"] if "tokens" in record else record["text"]
-            except (ValueError, KeyError, TypeError):
-                raise DataError(name, 'expected a JSON object with "text" or "tokens"', line=number) from None
-            if not (isinstance(item, str) or (isinstance(item, list) and all(isinstance(word, str) for word in item))):
-                raise DataError(name, '"text" must be a string and "tokens" a list of strings', line=number)
-            chunk.append(item)
+        if is_jsonl:
+            if not line.strip():
+                continue
+            chunk.append(_jsonl_input(name, number, line, field, isinstance(model, Tagger), model.recipe.data.inputs == "vectors"))
         else:
             chunk.append(line)
-        if len(chunk) >= 16 * batch_size:  # stream: tag a chunk, print it, read on
+        if len(chunk) >= 16 * batch_size:  # stream: predict a chunk, print it, read on
             flush()
     flush()
+
+
+def _jsonl_input(name: str, number: int, line: str, field: str, tagger: bool, vectors: bool) -> Any:
+    """The input in one JSON Lines record: ``field`` (a string, or steps of numbers), or a
+    tagger's pre-tokenized ``tokens``."""
+    from .errors import DataError
+
+    try:
+        record = json.loads(line)
+    except ValueError:
+        raise DataError(name, "not valid JSON", line=number) from None
+    key = "tokens" if tagger and isinstance(record, dict) and "tokens" in record else field
+    if not isinstance(record, dict) or key not in record:
+        raise DataError(name, f"expected a JSON object with {field!r}" + (' or "tokens"' if tagger else ""), line=number)
+    item = record[key]
+    if key == "tokens":
+        if not (isinstance(item, list) and all(isinstance(word, str) for word in item)):
+            raise DataError(name, '"tokens" must be a list of strings', line=number)
+    elif vectors:
+        if not (isinstance(item, list) and item and all(isinstance(step, list) for step in item)):
+            raise DataError(name, f"{field!r} must be a list of steps, each a list of numbers", line=number)
+    elif not isinstance(item, str):
+        raise DataError(name, f"{field!r} must be a string", line=number)
+    return item
+
+
+def _format_prediction(item: Any, result: Any, output_format: str) -> str:
+    """One classifier or regression output as a line of text or JSON."""
+    import numpy as np
+
+    from .api import Prediction
+
+    if isinstance(result, np.ndarray):
+        result = result.tolist()
+    if output_format == "jsonl":
+        record = {"text": item} if isinstance(item, str) else {}
+        record.update(result.to_json() if isinstance(result, Prediction) else {"prediction": result})
+        return json.dumps(record, ensure_ascii=False)
+    text = item if isinstance(item, str) else ""
+    if isinstance(result, Prediction):
+        return f"{result.label}\t{result.probabilities[result.label]:.4f}\t{text}"
+    if isinstance(result, dict):
+        return "\t".join([*(f"{name}={value:.6g}" for name, value in result.items()), text])
+    if isinstance(result, list):
+        return json.dumps(result)
+    return f"{result:.6g}\t{text}"
 
 
 def _format_doc(doc, output_format: str) -> str:
@@ -194,16 +264,24 @@ def info(checkpoint: Path) -> None:
     lines = [
         f"checkpoint   {checkpoint}",
         f"task         {recipe.task}",
-        f"model        embedding {m.embedding_dim}, {m.encoder}{' ' + m.nonlinearity if m.encoder == 'rnn' else ''} "
+        f"model        {f'embedding {m.embedding_dim}' if model.tokenizer is not None else f'inputs {m.input_size}'}, {m.encoder}{' ' + m.nonlinearity if m.encoder == 'rnn' else ''} "
         f"{m.num_layers} layer(s) x {m.hidden_size}{' bidirectional' if m.bidirectional else ''}"
         f"{', tied weights' if m.tie_weights else ''}{', CRF' if m.crf else ''}"
         f"{', char ' + m.char_features if m.char_features != 'none' else ''}, dropout {m.dropout}",
         f"parameters   {count_parameters(model.model):,}",
-        f"tokenizer    {tokenizer_kind(model.tokenizer)}, vocabulary {model.tokenizer.get_vocab_size():,}",
+        f"tokenizer    {tokenizer_kind(model.tokenizer)}, vocabulary {model.tokenizer.get_vocab_size():,}"
+        if model.tokenizer is not None else f"inputs       vectors of {m.input_size} numbers per step (no tokenizer)",
     ]
-    if model.labels is not None:
+    if recipe.task in ("classification", "regression"):
+        lines[2] += f", {m.pooling} pooling" if m.pooling != "none" else ", an output per step"
+    if recipe.task == "tagging":
         types = sorted({tag.partition("-")[2] for tag in model.labels.labels} - {""})
         lines.append(f"labels       {len(model.labels.labels)} tags ({model.labels.scheme}): {', '.join(types)}")
+    elif recipe.task == "classification":
+        lines.append(f"labels       {len(model.labels.labels)} classes: {', '.join(model.labels.labels)}")
+    elif recipe.task == "regression":
+        scale = model.labels
+        lines.append("targets      " + ", ".join(f"{name} (mean {_number(mean)}, std {_number(std)})" for name, mean, std in zip(scale.names, scale.mean, scale.std)))
     for split, metrics in (meta.get("metrics") or {}).items():
         lines.append(f"{split:<12} " + ", ".join(f"{name} {_number(value)}" for name, value in metrics.items() if not isinstance(value, dict)))
     lines.append(f"step         {meta.get('step', '?')} (epoch {meta.get('epoch', '?')})")

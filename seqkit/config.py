@@ -16,20 +16,30 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional
+from typing import Any, Iterable, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import RecipeError
 
-Task = Literal["language_model", "tagging"]
-TASKS: tuple[str, ...] = ("language_model", "tagging")
+Task = Literal["language_model", "tagging", "classification", "regression"]
+TASKS: tuple[str, ...] = ("language_model", "tagging", "classification", "regression")
+MANY_TO_ONE = ("classification", "regression")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class HoldoutConfig(_Section):
+    """Validation and test examples held out of the training file, by a stable hash of a
+    field, so the same examples are held out whatever the seed and file order."""
+
+    by: Optional[str] = None  # the field whose value decides (examples sharing it stay together); null: the input itself
+    valid: float = Field(0.1, ge=0.0, lt=1.0)  # share of the examples (of the groups) for validation
+    test: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class DataConfig(_Section):
@@ -42,6 +52,14 @@ class DataConfig(_Section):
     token_column: int = 0
     tag_column: int = -1
     scheme: Literal["bio", "bioes"] = "bio"
+    # classification / regression: JSON Lines (.jsonl, .jsonl.gz) or, for vectors, .npz
+    inputs: Literal["text", "vectors"] = "text"  # vectors: each step a list of numbers, no tokenizer
+    input_field: str = "text"
+    target_field: Union[str, list[str]] = "label"  # regression: one field per output, or one field holding a list
+    holdout: Optional[HoldoutConfig] = None  # take valid (and test) from train when their files are null
+    max_length: Optional[int] = Field(None, ge=1)  # tokens (steps) per input; longer inputs are truncated
+    truncation: Literal["head", "tail", "head+tail"] = "head"  # which tokens a truncated input keeps
+    normalize_targets: bool = True  # regression: train on standardized targets (predictions come back in data units)
 
 
 class TokenizerConfig(_Section):
@@ -71,6 +89,8 @@ class ModelConfig(_Section):
     char_embedding_dim: int = Field(25, ge=1)
     char_hidden_size: int = Field(25, ge=1)  # per direction (lstm) or filters (cnn)
     tag_scheme: Optional[Literal["bio", "bioes"]] = None  # tagging: what the model predicts (null: data.scheme)
+    pooling: Literal["last", "mean", "max", "attention", "none"] = "last"  # classification / regression; none: an output per step
+    input_size: Optional[int] = Field(None, ge=1)  # data.inputs: vectors: numbers per step (replaces the embedding)
 
 
 class TrainConfig(_Section):
@@ -96,6 +116,8 @@ class TrainConfig(_Section):
     log_every: int = Field(20, ge=1)
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    class_weights: Union[None, Literal["balanced"], dict[str, float]] = None  # classification: weight of each class in the loss
+    loss: Literal["mse", "huber"] = "mse"  # regression
 
 
 class GenerateConfig(_Section):
@@ -212,6 +234,36 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
         for key, default in (("crf", False), ("char_features", "none")):
             if getattr(model, key) != default:
                 problems.append((("model", key), f"only tagging uses it; remove it or set {default!r}"))
+    many_to_one = recipe.task in MANY_TO_ONE
+    if not many_to_one:
+        for section, key, default in (("model", "pooling", "last"), ("data", "inputs", "text"), ("data", "holdout", None),
+                                      ("data", "max_length", None), ("model", "input_size", None)):  # fmt: skip
+            if getattr(getattr(recipe, section), key) != default:
+                problems.append(((section, key), f"only classification and regression use it; remove it or set {default!r}"))
+    if recipe.task != "classification" and train.class_weights is not None:
+        problems.append((("train", "class_weights"), "only classification weighs classes; remove it"))
+    if recipe.task != "regression" and train.loss != "mse":
+        problems.append((("train", "loss"), "only regression chooses its loss; remove it"))
+    if recipe.task == "regression" and model.pooling == "none" and recipe.data.inputs != "vectors":
+        problems.append((("model", "pooling"), "an output at every step needs vector inputs (data.inputs: vectors), one target per step"))
+    if recipe.task == "classification" and model.pooling == "none":
+        problems.append((("model", "pooling"), "a classifier gives one label per input: use last, mean, max or attention (a label per token is task: tagging)"))
+    if isinstance(train.class_weights, dict) and any(weight <= 0 for weight in train.class_weights.values()):
+        problems.append((("train", "class_weights"), "weights must be positive"))
+    if recipe.data.inputs == "vectors" and model.input_size is None:
+        problems.append((("model", "input_size"), "data.inputs is vectors: set the number of values per step"))
+    if recipe.data.inputs == "text" and model.input_size is not None:
+        problems.append((("model", "input_size"), "only vector inputs have an input size (text goes through the embedding): remove it"))
+    holdout, data = recipe.data.holdout, recipe.data
+    if holdout is not None:
+        if data.valid is not None and holdout.valid > 0:
+            problems.append((("data", "holdout", "valid"), "data.valid names a file; set this to 0 or data.valid to null"))
+        if data.valid is None and holdout.valid == 0:
+            problems.append((("data", "holdout", "valid"), "data.valid is null, so validation examples must be held out: set a share above 0"))
+        if data.test is not None and holdout.test > 0:
+            problems.append((("data", "holdout", "test"), "data.test names a file; set this to 0 or data.test to null"))
+        if holdout.valid + holdout.test >= 0.9:
+            problems.append((("data", "holdout"), "valid + test would leave too little to train on"))
     if recipe.task == "tagging" and recipe.tokenizer.kind != "word" and recipe.tokenizer.path is None:
         problems.append((("tokenizer", "kind"), "tagging gives one tag per word: use the word tokenizer"))
     if train.epochs is None and train.max_steps is None:
@@ -227,7 +279,8 @@ def _check_files(data: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
     """Data and tokenizer files named by a (raw) recipe that are missing or not files."""
     problems = []
     sections = {name: data.get(name) if isinstance(data.get(name), dict) else {} for name in ("data", "tokenizer")}
-    for split in ("train", "valid"):
+    held_out = isinstance(sections["data"].get("holdout"), dict)
+    for split in ("train",) if held_out else ("train", "valid"):
         if sections["data"].get(split) is None:
             problems.append((("data", split), f"missing: the path of the {'training' if split == 'train' else 'validation'} file"))
     for loc in (("data", "train"), ("data", "valid"), ("data", "test"), ("tokenizer", "path")):

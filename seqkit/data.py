@@ -11,12 +11,22 @@ in chunks of ``bptt`` tokens: truncated back-propagation through time.
 Tagging reads CoNLL files (a token and a tag per line, a blank line between sentences)
 and groups sentences of similar length into batches (``bucketed_batches``), which
 ``collate_tagged`` pads; the encoder packs them.
+
+Classification and regression read JSON Lines (gzip or not) or ``.npz`` arrays
+(``read_examples``), hold out validation and test examples by a hash of a field
+(``holdout_split``), truncate long inputs (``truncate``) and pad batches of similar
+lengths (``collate_sequences``).
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
+import hashlib
+import json
 import random
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -307,3 +317,266 @@ def _first_undecodable_line(path: Path) -> int | None:
             except UnicodeDecodeError:
                 return number
     return None
+
+
+# --- Many-to-one examples: JSON Lines (text or vectors) and .npz (vectors) ------------------
+
+
+@dataclass
+class Examples:
+    """The examples of one data file, in file order.
+
+    ``inputs`` are texts, or float arrays ``(time, features)`` for vector inputs;
+    ``targets`` are class names (classification), float arrays ``(outputs,)`` or
+    ``(time, outputs)`` (regression), or ``None`` when the file has none; ``keys`` decide
+    the holdout split; ``lines`` say where each example is (its line, or its row in .npz).
+    """
+
+    path: str
+    inputs: list
+    targets: Optional[list]
+    keys: list[str]
+    lines: list[int]
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def subset(self, indices: Sequence[int]) -> "Examples":
+        pick = lambda values: None if values is None else [values[i] for i in indices]  # noqa: E731
+        return Examples(self.path, pick(self.inputs), pick(self.targets), pick(self.keys), pick(self.lines))
+
+
+def read_examples(
+    path: str | Path,
+    input_field: str = "text",
+    target_field: str | Sequence[str] | None = "label",
+    inputs: str = "text",
+    targets: str = "class",
+    key_field: Optional[str] = None,
+) -> Examples:
+    """Read many-to-one examples from JSON Lines (``.jsonl``, ``.jsonl.gz``) or ``.npz``.
+
+    Args:
+        path: the file. ``.npz`` (vectors only) holds an array named ``input_field``
+            ``(examples, time, features)``, arrays named by ``target_field``, and
+            optionally ``lengths`` ``(examples,)`` when sequences are padded.
+        input_field: the field with the text, or the list of steps (each a list of numbers).
+        target_field: the field with the class name; for regression a field holding a
+            number or a list of numbers (per step: a list of those), or several fields of
+            one number each; ``None`` reads no targets (prediction).
+        inputs: ``text`` or ``vectors``.
+        targets: ``class`` or ``number``.
+        key_field: the field whose value is the example's holdout key (``None``: the input).
+
+    Raises:
+        DataError: naming the file and line of the first malformed example.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found" if not path.exists() else "not a file")
+    fields = [target_field] if isinstance(target_field, str) else list(target_field or [])
+    if path.suffix == ".npz":
+        if inputs != "vectors":
+            raise DataError(path, ".npz files hold vectors: set data.inputs to vectors, or give text as JSON Lines")
+        return _read_npz(path, input_field, fields, targets)
+    examples = Examples(str(path), [], [] if fields else None, [], [])
+    width: Optional[int] = None
+    for number, record in _json_lines(path):
+        if input_field not in record:
+            raise DataError(path, f"no {input_field!r} field (data.input_field)", line=number)
+        value = record[input_field]
+        if inputs == "text":
+            if not isinstance(value, str):
+                raise DataError(path, f"{input_field!r} must be a string, found {type(value).__name__}", line=number)
+            if not value.strip():
+                raise DataError(path, f"{input_field!r} is empty", line=number)
+            examples.inputs.append(value)
+        else:
+            vectors = _vectors(value)
+            if vectors is None:
+                raise DataError(path, f"{input_field!r} must be a non-empty list of steps, each a list of numbers of one length", line=number)
+            if width is not None and vectors.shape[1] != width:
+                raise DataError(path, f"steps of {vectors.shape[1]} numbers; earlier lines had {width}", line=number)
+            width = vectors.shape[1]
+            examples.inputs.append(vectors)
+        if fields:
+            examples.targets.append(_target(path, number, record, fields, targets))
+        key = record.get(key_field) if key_field is not None else value
+        if key_field is not None and key is None:
+            raise DataError(path, f"no {key_field!r} field (data.holdout.by)", line=number)
+        examples.keys.append(key if isinstance(key, str) else json.dumps(key, sort_keys=True))
+        examples.lines.append(number)
+    if not examples.inputs:
+        raise DataError(path, "holds no examples (expected one JSON object a line)")
+    return examples
+
+
+def _json_lines(path: Path):
+    """``(line number, object)`` for each non-blank line of a JSON Lines file, gzip or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise DataError(path, "not UTF-8 text (convert the file to UTF-8)", line=number) from None
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataError(path, f"not valid JSON ({error.msg} at column {error.colno})", line=number) from None
+                if not isinstance(record, dict):
+                    raise DataError(path, f"expected a JSON object, found {type(record).__name__}", line=number)
+                yield number, record
+    except (OSError, EOFError, zlib.error) as error:  # a truncated or fake .gz
+        raise DataError(path, f"cannot read the file ({error})") from None
+
+
+def _vectors(value) -> Optional[np.ndarray]:
+    if not isinstance(value, list) or not value or not all(isinstance(step, list) and step for step in value):
+        return None
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError):
+        return None
+    return array if array.ndim == 2 and np.isfinite(array).all() else None
+
+
+def _target(path: Path, number: int, record: dict, fields: list[str], kind: str):
+    missing = [name for name in fields if name not in record]
+    if missing:
+        raise DataError(path, f"no {missing[0]!r} field (data.target_field)", line=number)
+    if kind == "class":
+        value = record[fields[0]]
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and not value.strip()):
+            raise DataError(path, f"{fields[0]!r} must be a class name (a non-empty string or an integer), found {value!r}", line=number)
+        return str(value)
+    values = [record[name] for name in fields]
+    raw = values[0] if len(fields) == 1 else values
+    array = np.asarray(raw, dtype=np.float32) if _numeric(raw) else None
+    if array is None or array.ndim > 2 or array.size == 0 or not np.isfinite(array).all():
+        shown = ", ".join(f"{name}={record[name]!r}"[:60] for name in fields)
+        raise DataError(path, f"targets must be numbers (one per output, or a list per step), found {shown}", line=number)
+    return array.reshape(1) if array.ndim == 0 else array
+
+
+def _numeric(value, depth: int = 0) -> bool:
+    """A number, or (nested up to two deep) a rectangular list of numbers; never a bool or a string."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return True
+    if not isinstance(value, list) or not value or depth >= 2:
+        return False
+    if not all(_numeric(item, depth + 1) for item in value):
+        return False
+    shapes = {len(item) if isinstance(item, list) else None for item in value}
+    return len(shapes) == 1
+
+
+def _read_npz(path: Path, input_field: str, fields: list[str], kind: str) -> Examples:
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise DataError(path, f"not a readable .npz file ({error})") from None
+    with arrays:
+        names = set(arrays.files)
+        for name in [input_field, *fields]:
+            if name not in names:
+                raise DataError(path, f"no array named {name!r} (it holds {', '.join(sorted(names)) or 'nothing'})")
+        values = arrays[input_field].astype(np.float32)
+        if values.ndim != 3 or 0 in values.shape:
+            raise DataError(path, f"{input_field!r} must be shaped (examples, time, features), found {values.shape}")
+        count, time = values.shape[:2]
+        lengths = arrays["lengths"].astype(np.int64) if "lengths" in names else np.full(count, time)
+        if lengths.shape != (count,) or (lengths < 1).any() or (lengths > time).any():
+            raise DataError(path, f"'lengths' must hold one length in 1..{time} per example")
+        target_arrays = [arrays[name].astype(np.float32) for name in fields]
+    if kind == "class" and fields:
+        raise DataError(path, "class targets come as JSON Lines; .npz holds vector inputs with numeric targets")
+    for name, array in zip(fields, target_arrays):
+        if len(array) != count:
+            raise DataError(path, f"{name!r} has {len(array)} rows, {input_field!r} has {count}")
+        if not np.isfinite(array).all():
+            raise DataError(path, f"{name!r} holds NaN or infinite values")
+    if not np.isfinite(values).all():
+        raise DataError(path, f"{input_field!r} holds NaN or infinite values")
+    targets = None
+    if fields:
+        per_example = [array.reshape(count, -1) if array.ndim <= 2 else array for array in target_arrays]
+        if len(per_example) == 1:
+            targets = [per_example[0][i][: lengths[i]] if per_example[0].ndim == 3 else per_example[0][i] for i in range(count)]
+        else:
+            targets = list(np.concatenate(per_example, axis=1))
+    inputs = [values[i, : lengths[i]] for i in range(count)]
+    keys = [hashlib.md5(array.tobytes()).hexdigest() for array in inputs]
+    return Examples(str(path), inputs, targets, keys, list(range(count)))
+
+
+def holdout_split(keys: Sequence[str], valid: float, test: float) -> dict[str, list[int]]:
+    """Assign examples to ``train``, ``valid`` and ``test`` by an MD5 hash of their keys.
+
+    The split depends on the keys alone -- not on the seed, the file order or the other
+    examples -- so examples sharing a key stay together, and a subset of a file holds out
+    a subset of what the whole file holds out.
+    """
+    splits: dict[str, list[int]] = {"train": [], "valid": [], "test": []}
+    for index, key in enumerate(keys):
+        point = int(hashlib.md5(key.encode("utf-8")).hexdigest()[:13], 16) / 16**13  # uniform in [0, 1)
+        splits["test" if point < test else "valid" if point < test + valid else "train"].append(index)
+    return splits
+
+
+def truncate(ids: Sequence, max_length: Optional[int], side: str = "head") -> Sequence:
+    """Cut a sequence to ``max_length``, keeping its start (``head``), end (``tail``) or
+    both halves (``head+tail``: the extra step, if odd, goes to the head)."""
+    if max_length is None or len(ids) <= max_length:
+        return ids
+    if side == "head":
+        return ids[:max_length]
+    if side == "tail":
+        return ids[len(ids) - max_length :]
+    head = (max_length + 1) // 2
+    return [*ids[:head], *ids[len(ids) - (max_length - head) :]] if isinstance(ids, list) else np.concatenate([ids[:head], ids[len(ids) - (max_length - head) :]])
+
+
+@dataclass
+class SequenceBatch:
+    """Padded inputs of many-to-one (or per-step regression) examples, and their targets."""
+
+    inputs: torch.Tensor  # (batch, time) token ids, or (batch, time, features) vectors
+    lengths: torch.Tensor  # (batch,) on the CPU
+    targets: Optional[torch.Tensor]  # (batch,) class ids | (batch, outputs) | (batch, time, outputs), NaN at padding
+
+    def to(self, device: torch.device) -> "SequenceBatch":
+        targets = None if self.targets is None else self.targets.to(device, non_blocking=True)
+        return SequenceBatch(self.inputs.to(device, non_blocking=True), self.lengths, targets)
+
+
+def collate_sequences(inputs: Sequence, pad_id: int = 0, targets: Optional[Sequence] = None) -> SequenceBatch:
+    """Pad token-id lists (or ``(time, features)`` arrays) into one batch.
+
+    Targets: ints (class ids), ``(outputs,)`` arrays, or ``(time, outputs)`` arrays that
+    are padded with NaN (left out of the loss).
+    """
+    lengths = torch.tensor([len(sequence) for sequence in inputs], dtype=torch.long)
+    max_length = int(lengths.max())
+    if isinstance(inputs[0], np.ndarray):
+        padded = torch.zeros((len(inputs), max_length, inputs[0].shape[1]), dtype=torch.float32)
+        for row, sequence in enumerate(inputs):
+            padded[row, : len(sequence)] = torch.from_numpy(np.asarray(sequence, dtype=np.float32))
+    else:
+        padded = torch.full((len(inputs), max_length), pad_id, dtype=torch.long)
+        for row, sequence in enumerate(inputs):
+            padded[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+    target_tensor = None
+    if targets is not None:
+        if isinstance(targets[0], (int, np.integer)):
+            target_tensor = torch.tensor(targets, dtype=torch.long)
+        elif targets[0].ndim == 1:
+            target_tensor = torch.from_numpy(np.stack(targets).astype(np.float32))
+        else:
+            target_tensor = torch.full((len(targets), max_length, targets[0].shape[1]), float("nan"))
+            for row, values in enumerate(targets):
+                target_tensor[row, : len(values)] = torch.from_numpy(values)
+    return SequenceBatch(padded, lengths, target_tensor)

@@ -213,3 +213,20 @@ class TokenEmbedding(nn.Module):
                 raise ValueError("this embedding has character features: pass char_ids and char_index")
             vectors = torch.cat([vectors, self.char_features(char_ids, char_index)], dim=-1)
         return self.dropout(vectors)
+
+
+class VectorInput(nn.Module):
+    """Inputs that are already vectors (``data.inputs: vectors``): passed to the encoder as
+    they are, with dropout; no tokenizer, no embedding. Takes ``TokenEmbedding``'s place."""
+
+    def __init__(self, input_size: int, dropout: float = 0.0):
+        super().__init__()
+        self.output_dim = input_size
+        self.dropout = nn.Dropout(dropout)
+        self.char_features = None
+
+    def forward(self, vectors: torch.Tensor, char_ids: None = None, char_index: None = None) -> torch.Tensor:
+        """(batch, time, input_size) -> the same, after dropout."""
+        if vectors.dim() != 3 or vectors.shape[-1] != self.output_dim:
+            raise ValueError(f"expected vectors shaped (batch, time, {self.output_dim}), got {tuple(vectors.shape)}")
+        return self.dropout(vectors)

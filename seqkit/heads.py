@@ -112,3 +112,114 @@ class TaggingHead(nn.Module):
             return self.crf.decode(emissions, mask)
         # per-token log-probabilities, chained only by the scheme's constraints
         return self.crf.decode(emissions.float().log_softmax(-1), mask)
+
+
+class Pooling(nn.Module):
+    """One vector per sequence from the encoder's states at its real (unpadded) steps.
+
+    - ``last``: the state after the last real step; for a bidirectional encoder, the
+      forward direction's last real step and the backward direction's first step (each
+      direction's summary of the whole sequence).
+    - ``mean`` / ``max``: over the real steps.
+    - ``attention``: a weighted mean, with weights from a small learned scorer
+      (``v . tanh(W h)``, softmax over the real steps), returned for inspection.
+
+    Args:
+        kind: ``last``, ``mean``, ``max`` or ``attention``.
+        input_dim: size of the encoder's states.
+        bidirectional: the states are [forward; backward] halves (``last`` needs to know).
+    """
+
+    KINDS = ("last", "mean", "max", "attention")
+
+    def __init__(self, kind: str, input_dim: int, bidirectional: bool = False):
+        super().__init__()
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown pooling {kind!r}: use one of {', '.join(self.KINDS)}")
+        self.kind = kind
+        self.bidirectional = bidirectional
+        if kind == "attention":
+            self.scorer = nn.Sequential(nn.Linear(input_dim, input_dim), nn.Tanh(), nn.Linear(input_dim, 1, bias=False))
+
+    def forward(self, states: torch.Tensor, mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(batch, time, dim) states and (batch, time) mask -> (batch, dim) pooled, and the
+        (batch, time) attention weights (``None`` unless ``attention``; 0 at padding)."""
+        if mask is None:
+            mask = torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
+        if self.kind == "last":
+            rows = torch.arange(states.shape[0], device=states.device)
+            last = mask.sum(1) - 1
+            if not self.bidirectional:
+                return states[rows, last], None
+            half = states.shape[-1] // 2
+            return torch.cat([states[rows, last, :half], states[:, 0, half:]], dim=-1), None
+        real = mask.unsqueeze(-1)
+        if self.kind == "mean":
+            return (states * real).sum(1) / real.sum(1).clamp(min=1), None
+        if self.kind == "max":
+            return states.masked_fill(~real, float("-inf")).max(dim=1).values, None
+        scores = self.scorer(states).squeeze(-1).float().masked_fill(~mask, float("-inf"))
+        weights = scores.softmax(dim=1)
+        return (weights.unsqueeze(-1).to(states.dtype) * states).sum(1), weights
+
+
+class ClassificationHead(nn.Module):
+    """One label per sequence (many-to-one): pooling, dropout, a linear layer to class logits.
+
+    Args:
+        input_dim: size of the encoder's states.
+        num_classes: number of classes.
+        pooling: ``last``, ``mean``, ``max`` or ``attention`` (``Pooling``).
+        bidirectional: whether the encoder reads both ways.
+        dropout: dropout on the pooled vector.
+    """
+
+    def __init__(self, input_dim: int, num_classes: int, pooling: str = "last", bidirectional: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.pooling = Pooling(pooling, input_dim, bidirectional)
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(input_dim, num_classes)
+
+    def forward(self, states: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(batch, time, input_dim) states -> (batch, num_classes) logits."""
+        pooled, _ = self.pooling(states, mask)
+        return self.output(self.dropout(pooled))
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Cross-entropy of (batch, classes) logits against (batch,) class ids, each class
+        weighted by ``class_weights`` when given (a weighted mean, as PyTorch defines it)."""
+        return F.cross_entropy(logits.float(), targets, weight=class_weights)
+
+
+class RegressionHead(nn.Module):
+    """Real-valued outputs: one vector per sequence (pooled, many-to-one), or one at every
+    step (``pooling="none"``, many-to-many).
+
+    Args:
+        input_dim: size of the encoder's states.
+        num_outputs: values predicted (per sequence or per step).
+        pooling: ``last``, ``mean``, ``max``, ``attention`` or ``none``.
+        bidirectional: whether the encoder reads both ways.
+        dropout: dropout before the linear layer.
+    """
+
+    def __init__(self, input_dim: int, num_outputs: int, pooling: str = "last", bidirectional: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.pooling = None if pooling == "none" else Pooling(pooling, input_dim, bidirectional)
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(input_dim, num_outputs)
+
+    def forward(self, states: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(batch, time, input_dim) -> (batch, num_outputs), or (batch, time, num_outputs) per step."""
+        if self.pooling is not None:
+            states, _ = self.pooling(states, mask)
+        return self.output(self.dropout(states))
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+        """Mean squared error (``mse``) or Huber loss with delta 1 (``huber``) over every
+        target that is not NaN (per-step targets are NaN at padding)."""
+        real = ~torch.isnan(targets)
+        outputs, targets = outputs.float()[real], targets[real]
+        if kind == "huber":
+            return F.huber_loss(outputs, targets)
+        return F.mse_loss(outputs, targets)

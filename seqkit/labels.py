@@ -22,15 +22,16 @@ _PREFIXES = {"bio": ("B", "I"), "bioes": ("B", "I", "E", "S")}
 
 @dataclass(frozen=True)
 class LabelSet:
-    """A tagger's tag vocabulary (``labels.json`` in a checkpoint).
+    """A tagger's tag vocabulary or a classifier's classes (``labels.json`` in a checkpoint).
 
-    ``labels[i]`` is the tag of output ``i`` in ``scheme``, the scheme the model predicts;
-    ``data_scheme`` is the scheme of the training data, in which tags are returned.
+    ``labels[i]`` is the label of output ``i``. For tags, ``scheme`` is the scheme the
+    model predicts and ``data_scheme`` the scheme of the training data, in which tags are
+    returned; classes have no scheme (``None``).
     """
 
     labels: list[str]
-    scheme: str = "bio"
-    data_scheme: str = "bio"
+    scheme: Optional[str] = "bio"
+    data_scheme: Optional[str] = "bio"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -38,6 +39,26 @@ class LabelSet:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "LabelSet":
         return cls(labels=list(data["labels"]), scheme=data.get("scheme", "bio"), data_scheme=data.get("data_scheme", "bio"))
+
+
+@dataclass(frozen=True)
+class Targets:
+    """A regression model's outputs (``labels.json``): their names, and the mean and standard
+    deviation that standardized them for training (predictions are scaled back)."""
+
+    names: list[str]
+    mean: list[float]
+    std: list[float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"targets": self.names, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Targets":
+        names, mean, std = list(data["targets"]), [float(x) for x in data["mean"]], [float(x) for x in data["std"]]
+        if not (len(names) == len(mean) == len(std)) or not all(value > 0 for value in std):
+            raise ValueError("targets, mean and std must have one positive std per target")
+        return cls(names, mean, std)
 
 
 def split_tag(tag: str) -> tuple[str, str]:

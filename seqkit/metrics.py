@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
+
+import numpy as np
 
 from .labels import spans
 
@@ -44,3 +46,57 @@ def _precision_recall_f1(true_positives: int, predicted: int, gold: int) -> dict
     recall = true_positives / gold if gold else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "entities": gold}
+
+
+def classification_scores(gold: Sequence[int], predicted: Sequence[int], classes: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-averaged F1 and per-class precision, recall and F1.
+
+    Macro-F1 is the unweighted mean of the per-class F1 over every class of ``classes``
+    (a class never predicted and never present scores 0), as scikit-learn's
+    ``f1_score(average="macro", labels=all classes, zero_division=0)`` computes it.
+
+    Returns:
+        ``accuracy``, ``macro_f1``, ``examples`` and ``per_class``:
+        ``{class: {precision, recall, f1, examples}}`` (``examples``: the gold count).
+    """
+    counts = [[0, 0, 0] for _ in classes]  # true positives, predicted, gold
+    for truth, guess in zip(gold, predicted, strict=True):
+        counts[guess][1] += 1
+        counts[truth][2] += 1
+        counts[truth][0] += truth == guess
+    per_class = {}
+    for name, (true_positives, num_predicted, num_gold) in zip(classes, counts):
+        scores = _precision_recall_f1(true_positives, num_predicted, num_gold)
+        scores["examples"] = scores.pop("entities")
+        per_class[name] = scores
+    total = len(gold)
+    return {
+        "accuracy": sum(entry[0] for entry in counts) / total if total else 0.0,
+        "macro_f1": sum(scores["f1"] for scores in per_class.values()) / len(classes) if classes else 0.0,
+        "examples": total,
+        "per_class": per_class,
+    }
+
+
+def regression_scores(gold: np.ndarray, predicted: np.ndarray, baseline: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """Mean absolute error and root mean squared error, and the same for a constant
+    ``baseline`` prediction (the training mean), over all outputs; per output too when
+    there are several.
+
+    Args:
+        gold, predicted: (n, outputs) values in the data's units (per-step outputs flattened).
+        baseline: (outputs,) the constant prediction to compare with.
+        names: the outputs' names.
+    """
+
+    def errors(difference: np.ndarray) -> tuple[float, float]:
+        return float(np.abs(difference).mean()), float(np.sqrt((difference**2).mean()))
+
+    mae, rmse = errors(predicted - gold)
+    baseline_mae, baseline_rmse = errors(baseline[None, :] - gold)
+    scores: dict[str, Any] = {"mae": mae, "rmse": rmse, "baseline_mae": baseline_mae, "baseline_rmse": baseline_rmse}
+    if len(names) > 1:
+        scores["per_output"] = {
+            name: dict(zip(("mae", "rmse"), errors(predicted[:, i] - gold[:, i]))) for i, name in enumerate(names)
+        }
+    return scores

@@ -13,21 +13,21 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .encoders import CharFeatures, RNNEncoder, State, TokenEmbedding
-from .heads import LanguageModelHead, TaggingHead
-from .labels import LabelSet, allowed_transitions
+from .encoders import CharFeatures, RNNEncoder, State, TokenEmbedding, VectorInput
+from .heads import ClassificationHead, LanguageModelHead, RegressionHead, TaggingHead
+from .labels import LabelSet, Targets, allowed_transitions
 
 
 class SequenceModel(nn.Module):
     """Embedding, packed recurrent encoder and task head, composed.
 
     Args:
-        embedding: token ids -> vectors (has ``output_dim``).
+        embedding: token ids -> vectors, or vector inputs as they are (has ``output_dim``).
         encoder: vectors -> states (has ``output_dim``).
         head: states -> task outputs (see ``heads.Head``).
     """
 
-    def __init__(self, embedding: TokenEmbedding, encoder: RNNEncoder, head: nn.Module):
+    def __init__(self, embedding: TokenEmbedding | VectorInput, encoder: RNNEncoder, head: nn.Module):
         super().__init__()
         self.embedding = embedding
         self.encoder = encoder
@@ -35,7 +35,7 @@ class SequenceModel(nn.Module):
 
     def forward(
         self,
-        token_ids: torch.Tensor,
+        inputs: torch.Tensor,
         lengths: Optional[torch.Tensor] = None,
         state: Optional[State] = None,
         char_ids: Optional[torch.Tensor] = None,
@@ -44,38 +44,59 @@ class SequenceModel(nn.Module):
         """Run the model on a padded batch.
 
         Args:
-            token_ids: (batch, time) ids.
+            inputs: (batch, time) token ids, or (batch, time, input_size) vectors.
             lengths: (batch,) real lengths, or ``None`` when no sequence is padded.
             state: the encoder's initial state (``RNNEncoder.forward``), or ``None``.
             char_ids, char_index: the words' bytes, for models with character features
                 (``CharFeatures.forward``).
 
         Returns:
-            The head's outputs (a language model's: (batch, time, vocab_size) logits) and
-            the encoder's final state.
+            The head's outputs (a language model's: (batch, time, vocab_size) logits; a
+            classifier's: (batch, classes)) and the encoder's final state.
         """
-        vectors = self.embedding(token_ids, char_ids, char_index)  # (batch, time, embedding output_dim)
+        states, mask, final_state = self.encode(inputs, lengths, state, char_ids, char_index)
+        return self.head(states, mask), final_state
+
+    def encode(
+        self,
+        inputs: torch.Tensor,
+        lengths: Optional[torch.Tensor] = None,
+        state: Optional[State] = None,
+        char_ids: Optional[torch.Tensor] = None,
+        char_index: Optional[torch.Tensor] = None,
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor], State]:
+        """The encoder's states (batch, time, directions * hidden), the (batch, time) mask of
+        real steps (``None`` without ``lengths``) and the final state."""
+        vectors = self.embedding(inputs, char_ids, char_index)  # (batch, time, embedding output_dim)
         states, final_state = self.encoder(vectors, lengths, state)  # (batch, time, directions * hidden)
         mask = None
         if lengths is not None:
-            mask = torch.arange(token_ids.shape[1], device=token_ids.device) < lengths.to(token_ids.device)[:, None]
-        return self.head(states, mask), final_state
+            mask = torch.arange(inputs.shape[1], device=inputs.device) < lengths.to(inputs.device)[:, None]
+        return states, mask, final_state
 
 
-def build_model(task: str, config: ModelConfig, vocab_size: int, pad_id: int, labels: Optional[LabelSet] = None) -> SequenceModel:
+def build_model(
+    task: str, config: ModelConfig, vocab_size: Optional[int], pad_id: int = 0, labels: Optional[LabelSet | Targets] = None
+) -> SequenceModel:
     """Build the model a recipe describes.
 
     Args:
         task: the recipe's task (decides the head).
         config: the recipe's ``model`` section.
-        vocab_size: the tokenizer's vocabulary size.
+        vocab_size: the tokenizer's vocabulary size; ``None`` for vector inputs
+            (``config.input_size`` numbers per step, no embedding).
         pad_id: the tokenizer's padding id.
-        labels: the tag vocabulary and its scheme (tagging).
+        labels: the tags (tagging) or classes (classification), or the targets (regression).
     """
-    char_features = None
-    if config.char_features != "none":
-        char_features = CharFeatures(config.char_features, config.char_embedding_dim, config.char_hidden_size, config.dropout)
-    embedding = TokenEmbedding(vocab_size, config.embedding_dim, padding_idx=pad_id, dropout=config.dropout, char_features=char_features)
+    if vocab_size is None:
+        if config.input_size is None:
+            raise ValueError("a model without a vocabulary reads vectors: set model.input_size")
+        embedding = VectorInput(config.input_size, dropout=config.dropout)
+    else:
+        char_features = None
+        if config.char_features != "none":
+            char_features = CharFeatures(config.char_features, config.char_embedding_dim, config.char_hidden_size, config.dropout)
+        embedding = TokenEmbedding(vocab_size, config.embedding_dim, padding_idx=pad_id, dropout=config.dropout, char_features=char_features)
     encoder = RNNEncoder(
         input_size=embedding.output_dim,
         hidden_size=config.hidden_size,
@@ -94,10 +115,18 @@ def build_model(task: str, config: ModelConfig, vocab_size: int, pad_id: int, la
             tied_embedding=embedding.weight if config.tie_weights else None,
         )
     elif task == "tagging":
-        if labels is None:
+        if not isinstance(labels, LabelSet):
             raise ValueError("a tagging model needs its labels")
         allowed, can_start, can_end = allowed_transitions(labels.labels, labels.scheme)
         head = TaggingHead(encoder.output_dim, len(labels.labels), config.dropout, config.crf, allowed, can_start, can_end)
+    elif task == "classification":
+        if not isinstance(labels, LabelSet):
+            raise ValueError("a classifier needs its classes")
+        head = ClassificationHead(encoder.output_dim, len(labels.labels), config.pooling, config.bidirectional, config.dropout)
+    elif task == "regression":
+        if not isinstance(labels, Targets):
+            raise ValueError("a regression model needs its targets")
+        head = RegressionHead(encoder.output_dim, len(labels.names), config.pooling, config.bidirectional, config.dropout)
     else:
         raise ValueError(f"no head for task {task!r}")
     return SequenceModel(embedding, encoder, head)

@@ -5,7 +5,7 @@ schedule (or restore them all from ``last/`` with ``resume``); then, per step: f
 loss, ``backward()``, the pre-clip gradient norm from ``clip_grad_norm_``, ``step()``, the
 schedule, logging; and at each evaluation: validation metrics, ``metrics.jsonl``,
 TensorBoard, ``best/``, ``last/`` and early stopping. What differs between tasks lives in
-``tasks.py`` (data, loss of a batch, evaluation), not here.
+``tasks/`` (data, loss of a batch, evaluation), not here.
 """
 
 from __future__ import annotations
@@ -104,14 +104,16 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
         raise RecipeError([f"train.precision: fp16 needs CUDA, and training runs on {device}; use bf16 or fp32"])
 
     task_class = TASKS[recipe.task]
+    vectors = recipe.data.inputs == "vectors"  # no tokenizer: the inputs are numbers already
     if resume:
-        tokenizer = load_tokenizer(run_dir / TOKENIZER)
+        tokenizer = None if vectors else load_tokenizer(run_dir / TOKENIZER)
         labels = read_labels(run_dir / LABELS) if (run_dir / LABELS).exists() else None
     else:
-        tokenizer = load_tokenizer(recipe.tokenizer.path) if recipe.tokenizer.path else task_class.make_tokenizer(recipe)
+        tokenizer = load_tokenizer(recipe.tokenizer.path) if recipe.tokenizer.path and not vectors else task_class.make_tokenizer(recipe)
         labels = None
     task = task_class(recipe, tokenizer, labels)
-    model = build_model(recipe.task, recipe.model, tokenizer.get_vocab_size(), special_ids(tokenizer).pad, task.labels).to(device)
+    vocab_size, pad_id = (tokenizer.get_vocab_size(), special_ids(tokenizer).pad) if tokenizer is not None else (None, 0)
+    model = build_model(recipe.task, recipe.model, vocab_size, pad_id, task.labels).to(device)
     optimizer = build_optimizer(model, recipe.train)
     steps_per_epoch = task.steps_per_epoch()
     total_steps = min(recipe.train.max_steps or math.inf, (recipe.train.epochs or math.inf) * steps_per_epoch)
@@ -135,7 +137,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
         say(f"resuming {run_dir} at step {progress.step} (epoch {progress.epoch}, batch {progress.batch_in_epoch})")
     else:
         (run_dir / CONFIG).write_text(dump_recipe(recipe), encoding="utf-8")
-        (run_dir / TOKENIZER).write_text(tokenizer.to_str(), encoding="utf-8")
+        if tokenizer is not None:
+            (run_dir / TOKENIZER).write_text(tokenizer.to_str(), encoding="utf-8")
         if task.labels is not None:
             write_labels(run_dir / LABELS, task.labels)
 
@@ -144,7 +147,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
         _log_hparams(writer, recipe, task)
     say(f"{recipe.task}: {task.summary()}")
     say(f"model: {recipe.model.encoder} {recipe.model.num_layers}x{recipe.model.hidden_size}, "
-        f"{count_parameters(model):,} parameters on {device}; {steps_per_epoch:,} steps per epoch")  # fmt: skip
+        f"{count_parameters(model):,} parameters on {device}; {steps_per_epoch:,} step{'s' if steps_per_epoch != 1 else ''} per epoch")  # fmt: skip
 
     def save_last(info: dict[str, Any]) -> None:
         state = {
@@ -191,6 +194,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
 
                 if progress.step % train_config.log_every == 0:
                     logged = interval.log(writer, progress.step, optimizer.param_groups[0]["lr"])
+                    _append_record(run_dir / "metrics.jsonl", {"step": progress.step, "split": "train", **logged})
                     if not math.isfinite(logged["loss"]):
                         raise TrainingDiverged(
                             f"step {progress.step}: the training loss became {logged['loss']}; the last good checkpoint "
@@ -256,7 +260,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
     if best.is_dir():
         load_weights(model, best / WEIGHTS)
         result.best_metrics = read_config(best)[1].get("metrics", {}).get("valid", {})
-    if recipe.data.test is not None:
+    holdout = recipe.data.holdout
+    if recipe.data.test is not None or (holdout is not None and holdout.test > 0):
         result.test_metrics = task.evaluate(model, train_config.precision, split="test")
         _append_record(run_dir / "metrics.jsonl", {"step": progress.best_step, "split": "test", **result.test_metrics})
         _add_scalars(writer, "test", result.test_metrics, progress.best_step or 0)

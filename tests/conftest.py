@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import MOBY, TINY_RECIPE, TINY_TAGGER, WNUT, first_lines, first_sentences
+from helpers import MOBY, SPAM, TINY_CLASSIFIER, TINY_RECIPE, TINY_TAGGER, WNUT, first_lines, first_records, first_sentences, write_jsonl
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -69,3 +69,35 @@ def trained_tagger(tmp_path_factory):
 
     recipe = _write_tagger_data(tmp_path_factory.mktemp("tagger"))
     return train(load_recipe(recipe, ["train.epochs=40", "train.eval_every=null"]), quiet=True)
+
+
+def _write_classifier_data(directory: Path) -> Path:
+    """data/train.jsonl and data/valid.jsonl (the same 20 ham + 20 spam real messages)
+    and a tiny classifier recipe naming them by absolute path; returns the recipe."""
+    data = directory / "data"
+    data.mkdir()
+    records = first_records(SPAM, 20, per="label")
+    write_jsonl(data / "train.jsonl", records)
+    write_jsonl(data / "valid.jsonl", records)
+    recipe = {**TINY_CLASSIFIER, "output_dir": str(directory / "runs" / "classifier"),
+              "data": {**TINY_CLASSIFIER["data"], "train": str(data / "train.jsonl"), "valid": str(data / "valid.jsonl")}}  # fmt: skip
+    path = directory / "classifier.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def classifier_recipe(tmp_path, monkeypatch) -> Path:
+    """A tiny spam classifier recipe on 40 real messages (valid: the same messages)."""
+    monkeypatch.chdir(tmp_path)
+    return _write_classifier_data(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def trained_classifier(tmp_path_factory):
+    """A classifier overfitted to 40 messages, trained once per test module."""
+    from seqkit.config import load_recipe
+    from seqkit.train import train
+
+    recipe = _write_classifier_data(tmp_path_factory.mktemp("classifier"))
+    return train(load_recipe(recipe, ["train.epochs=25", "train.early_stopping=null"]), quiet=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MOBY = ROOT / "data" / "moby-dick"
 WNUT = ROOT / "data" / "wnut16"
+SPAM = ROOT / "data" / "spam" / "spam-subset.jsonl.gz"
+SOTU = ROOT / "data" / "sotu" / "paragraphs.jsonl.gz"
 
 
 def first_lines(source: Path, count: int) -> str:
@@ -52,3 +54,39 @@ def run_python(code: str, cwd: Path) -> str:
     completed = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr
     return completed.stdout
+
+
+def first_records(source: Path, count: int, per: str | None = None) -> list[dict]:
+    """The first ``count`` records of a shipped JSON Lines file (``count`` of each value of
+    the field ``per``, when given), in file order."""
+    import gzip
+    import json
+
+    taken: dict = {}
+    records = []
+    with gzip.open(source, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            group = record.get(per) if per else None
+            if taken.get(group, 0) < count:
+                taken[group] = taken.get(group, 0) + 1
+                records.append(record)
+    return records
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records), encoding="utf-8")
+    return path
+
+
+TINY_CLASSIFIER = {
+    "task": "classification",
+    "seed": 0,
+    "output_dir": "runs/classifier",
+    "data": {"train": "data/train.jsonl", "valid": "data/valid.jsonl", "max_length": 48, "truncation": "head+tail"},
+    "tokenizer": {"kind": "word", "lowercase": True},
+    "model": {"embedding_dim": 24, "hidden_size": 24, "num_layers": 1, "bidirectional": True, "dropout": 0.0, "pooling": "attention"},
+    "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "eval_batch_size": 16, "log_every": 5, "device": "cpu"},
+}  # fmt: skip

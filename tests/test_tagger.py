@@ -23,7 +23,8 @@ TWEET = "@paulwalk It 's the view from where I 'm living for two weeks . Empire 
 def test_tagger_overfits_a_small_real_slice(trained_tagger):
     assert trained_tagger.best_metrics["f1"] == 1.0
     assert trained_tagger.best_metrics["entities"] > 20
-    records = [json.loads(line) for line in (trained_tagger.run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = (trained_tagger.run_dir / "metrics.jsonl").read_text().splitlines()
+    records = [record for record in map(json.loads, lines) if record["split"] == "valid"]
     assert records[0]["f1"] < 1.0 and "per_type" in records[-1] and "precision" in records[-1]
     assert (trained_tagger.run_dir / "best" / "labels.json").is_file()
 

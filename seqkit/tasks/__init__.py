@@ -1,0 +1,30 @@
+"""What differs between tasks, in one small class per task: its data, the loss of a batch
+and its evaluation. The training loop (``train.py``) is the same for all of them.
+
+A task class has: ``name``; ``metric`` and ``higher_is_better`` (what picks ``best/``
+and drives early stopping); ``make_tokenizer(recipe)``; ``__init__(recipe, tokenizer,
+labels)``; ``labels``; ``summary()``; ``train_batches(epoch, device)`` (a pure function
+of the seed and epoch, so that ``--resume`` is exact); ``steps_per_epoch()``;
+``loss(model, batch, carry)``; ``evaluate(model, precision, split)``; ``describe(metrics)``;
+``sample(model)``.
+
+``TASKS`` is a literal table from a recipe's ``task`` name to its class.
+"""
+
+from __future__ import annotations
+
+from .language_model import LanguageModelTask, evaluate_language_model, evaluate_language_model_file
+from .sequence import ClassificationTask, RegressionTask, encode_inputs, predict_outputs
+from .tagging import TaggingTask, evaluate_tagger, predict_tags
+
+TASKS: dict[str, type] = {
+    "language_model": LanguageModelTask,
+    "tagging": TaggingTask,
+    "classification": ClassificationTask,
+    "regression": RegressionTask,
+}
+
+__all__ = [
+    "TASKS", "LanguageModelTask", "TaggingTask", "ClassificationTask", "RegressionTask", "evaluate_language_model",
+    "evaluate_language_model_file", "evaluate_tagger", "predict_tags", "encode_inputs", "predict_outputs",
+]  # fmt: skip

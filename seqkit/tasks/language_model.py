@@ -1,0 +1,144 @@
+"""Language modeling: next-token prediction over a token stream (many-to-many)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+from ..config import Recipe
+from ..data import LMChunk, LMStream, read_text, token_stream
+from ..decoding import generate_text
+from ..encoders import State
+from ..labels import LabelSet
+from ..metrics import perplexity
+from ..model import SequenceModel
+from ..runtime import autocast
+from ..tokenize import special_ids, train_tokenizer
+
+
+class LanguageModelTask:
+    """Next-token prediction over a token stream, trained with truncated BPTT.
+
+    The hidden state is carried from one chunk to the next within an epoch, so each
+    batch row reads its slice of the corpus as one long text.
+    """
+
+    name = "language_model"
+    metric = "perplexity"  # picks best/ and drives early stopping
+    higher_is_better = False
+
+    labels: Optional[LabelSet] = None
+
+    @staticmethod
+    def make_tokenizer(recipe: Recipe) -> Tokenizer:
+        """Train the recipe's tokenizer on the training text."""
+        config = recipe.tokenizer
+        return train_tokenizer(
+            config.kind, read_text(recipe.data.train)["text"], lowercase=config.lowercase,
+            min_frequency=config.min_frequency, vocab_size=config.vocab_size, split=config.split,
+        )  # fmt: skip
+
+    def __init__(self, recipe: Recipe, tokenizer: Tokenizer, labels: Optional[LabelSet] = None):
+        self.recipe = recipe
+        self.tokenizer = tokenizer
+        ids = special_ids(tokenizer)
+        self.pad_id, self.unk_id = ids.pad, ids.unk
+        self.train_stream = token_stream(recipe.data.train, tokenizer)
+        self.streams = {"valid": token_stream(recipe.data.valid, tokenizer)}
+
+    def summary(self) -> str:
+        return (
+            f"train {len(self.train_stream):,} tokens, valid {len(self.streams['valid']):,} tokens, "
+            f"vocabulary {self.tokenizer.get_vocab_size():,}"
+        )
+
+    def train_batches(self, epoch: int, device: torch.device) -> LMStream:
+        """The chunks of one epoch, a pure function of (seed, epoch) so that a resumed
+        run sees exactly the batches an uninterrupted one would."""
+        train = self.recipe.train
+        # shift the chunk boundaries each epoch so every split point of the text is seen
+        offset = random.Random(f"{self.recipe.seed}:{epoch}").randrange(train.bptt) if epoch else 0
+        return LMStream(self.train_stream, train.batch_size, train.bptt, self.pad_id, offset).to(device)
+
+    def steps_per_epoch(self) -> int:
+        train = self.recipe.train
+        return len(LMStream(self.train_stream, train.batch_size, train.bptt, self.pad_id))
+
+    def loss(self, model: SequenceModel, chunk: LMChunk, carry: Optional[State]) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """Mean loss of a chunk, its number of targets, and the state to carry on."""
+        logits, state = model(chunk.token_ids, state=carry)  # (batch, time, vocab)
+        num_targets = (chunk.targets != self.pad_id).sum()
+        return model.head.loss(logits, chunk.targets), num_targets, state
+
+    def evaluate(self, model: SequenceModel, precision: str = "fp32", split: str = "valid") -> dict[str, Any]:
+        """Metrics on the ``valid`` or ``test`` split of the recipe's data."""
+        if split not in self.streams:
+            self.streams[split] = token_stream(getattr(self.recipe.data, split), self.tokenizer)
+        return evaluate_language_model(
+            model, self.streams[split], self.recipe.train.eval_batch_size, self.recipe.train.bptt,
+            self.pad_id, self.unk_id, precision,
+        )  # fmt: skip
+
+    def describe(self, metrics: dict[str, Any]) -> str:
+        return f"loss {metrics['loss']:.4f}  perplexity {metrics['perplexity']:.2f}"
+
+    def sample(self, model: SequenceModel) -> str:
+        """A text generated with the recipe's ``generate`` settings and seed."""
+        settings = self.recipe.generate
+        return generate_text(
+            model, self.tokenizer, settings.prompt, settings.max_tokens, temperature=settings.temperature,
+            top_k=settings.top_k, top_p=settings.top_p, seed=self.recipe.seed,
+        )[0]  # fmt: skip
+
+
+@torch.inference_mode()
+def evaluate_language_model(
+    model: SequenceModel,
+    stream: torch.Tensor,
+    batch_size: int,
+    bptt: int,
+    pad_id: int,
+    unk_id: int,
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """Perplexity of a language model on a token stream.
+
+    Every token of the stream is scored once (none dropped to fill a batch). Returns
+    ``loss`` (mean negative log-likelihood, nats), ``perplexity``, ``tokens``, and
+    ``unk_tokens`` with ``perplexity_no_unk``: perplexity over the targets that are not
+    ``<unk>``, the convention count-based models are compared under.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = LMStream(stream, batch_size, bptt, pad_id).to(device)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # nll, targets, unk nll, unk targets
+    state = None
+    for chunk in chunks:
+        with autocast(device, precision):
+            logits, state = model(chunk.token_ids, state=state)
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), chunk.targets.flatten(), reduction="none")
+        real = chunk.targets.flatten() != pad_id
+        unknown = chunk.targets.flatten() == unk_id
+        sums += torch.stack([nll[real].sum(), real.sum(), nll[unknown].sum(), unknown.sum()]).double()
+    model.train(was_training)
+    total_nll, num_tokens, unk_nll, num_unk = sums.tolist()
+    num_tokens, num_unk = int(num_tokens), int(num_unk)
+    return {
+        "loss": total_nll / max(num_tokens, 1),
+        "perplexity": perplexity(total_nll, num_tokens),
+        "tokens": num_tokens,
+        "unk_tokens": num_unk,
+        "perplexity_no_unk": perplexity(total_nll - unk_nll, num_tokens - num_unk),
+    }
+
+
+def evaluate_language_model_file(model: SequenceModel, tokenizer: Tokenizer, path: str | Path, batch_size: int, bptt: int) -> dict[str, Any]:
+    """Perplexity of a language model on a text file (what ``seqkit eval`` prints)."""
+    ids = special_ids(tokenizer)
+    return evaluate_language_model(model, token_stream(path, tokenizer), batch_size, bptt, ids.pad, ids.unk)
