@@ -70,24 +70,26 @@ def packed_cuda_vs_cpu(tf32: bool) -> dict:
 TAG_ON_BOTH = """
 import json, sys, seqkit
 from seqkit.data import read_conll
+checkpoint, first, second = sys.argv[1:4]
 sentences = [list(s) for s in read_conll("data/wnut16/dev.conll")["tokens"]]
-tags = {}
-for device in ("cuda", "cpu"):
-    tagger = seqkit.Tagger.from_pretrained(sys.argv[1], device=device)
+tags, f1 = {}, {}
+for device in (first, second):
+    tagger = seqkit.Tagger.from_pretrained(checkpoint, device=device)
     tags[device] = [doc.tags for doc in tagger.tag(sentences, batch_size=64)]
-    f1 = tagger.evaluate("data/wnut16/dev.conll")["f1"]
-same = sum(a == b for a, b in zip(tags["cuda"], tags["cpu"]))
-print(json.dumps({"sentences": len(sentences), "same_tags_cuda_and_cpu": same, "dev_f1_cpu": f1,
-                  "example": seqkit.Tagger.from_pretrained(sys.argv[1], device="cuda").tag("Pretty bad storm here last evening at the Empire State Building").to_json()["spans"]}))
+    f1[device] = tagger.evaluate("data/wnut16/dev.conll")["f1"]
+same = sum(a == b for a, b in zip(tags[first], tags[second]))
+example = seqkit.Tagger.from_pretrained(checkpoint, device=first).tag("Pretty bad storm here last evening at the Empire State Building")
+print(json.dumps({"sentences": len(sentences), f"same_tags_{first}_and_{second}": same, "dev_f1": f1, "example_spans": example.to_json()["spans"]}))
 """
 
 CLASSIFY_ON_BOTH = """
-import gzip, json, sys, numpy as np, seqkit
+import gzip, json, sys, seqkit
+checkpoint, first, second = sys.argv[1:4]
 texts = [json.loads(line)["text"] for line in gzip.open("data/spam/spam-subset.jsonl.gz", "rt")][:500]
-results = {d: seqkit.Classifier.from_pretrained(sys.argv[1], device=d).predict(texts, batch_size=64) for d in ("cuda", "cpu")}
-same = sum(a.label == b.label for a, b in zip(results["cuda"], results["cpu"]))
-gap = max(abs(a.probabilities["spam"] - b.probabilities["spam"]) for a, b in zip(results["cuda"], results["cpu"]))
-print(json.dumps({"texts": len(texts), "same_label_cuda_and_cpu": same, "max_probability_difference": gap}))
+results = {d: seqkit.Classifier.from_pretrained(checkpoint, device=d).predict(texts, batch_size=64) for d in (first, second)}
+same = sum(a.label == b.label for a, b in zip(results[first], results[second]))
+gap = max(abs(a.probabilities["spam"] - b.probabilities["spam"]) for a, b in zip(results[first], results[second]))
+print(json.dumps({"texts": len(texts), f"same_label_{first}_and_{second}": same, "max_probability_difference": gap}))
 """
 
 
@@ -107,8 +109,8 @@ def train_on_cuda(recipe_name: str, overrides: list[str], out: Path) -> dict:
     }
 
 
-def in_fresh_process(code: str, checkpoint: Path) -> dict:
-    completed = subprocess.run([sys.executable, "-c", code, str(checkpoint)], capture_output=True, text=True, cwd=ROOT)
+def in_fresh_process(code: str, checkpoint: Path, devices: tuple[str, str] = ("cuda", "cpu")) -> dict:
+    completed = subprocess.run([sys.executable, "-c", code, str(checkpoint), *devices], capture_output=True, text=True, cwd=ROOT)
     if completed.returncode != 0:
         print(completed.stderr, file=sys.stderr)
         raise SystemExit(f"the fresh process on {checkpoint} failed")

@@ -213,7 +213,17 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, sc
         close(number + 1)
     if not sentences["tokens"]:
         raise DataError(path, "holds no sentences (expected a token and a tag per line)")
-    return _datasets().Dataset.from_dict(sentences)
+    return _in_memory_dataset(sentences, f"conll:{path.resolve()}:{path.stat().st_mtime_ns}:{token_column}:{tag_column}:{scheme}")
+
+
+def _in_memory_dataset(columns: dict[str, list], identity: str) -> "datasets.Dataset":
+    """A ``datasets.Dataset`` of in-memory columns, fingerprinted by ``identity`` (what was
+    read, from where). ``Dataset.from_dict`` would fingerprint it by pickling the whole
+    table with dill instead: slow on large data, and it fails on Python 3.12 with
+    datasets 5.2 (``Can't pickle <class 'MonthDayNano'>``)."""
+    datasets = _datasets()
+    table = datasets.table.InMemoryTable.from_pydict(columns)
+    return datasets.Dataset(table, fingerprint=hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16])
 
 
 def _looks_like_tag(value: str) -> bool:

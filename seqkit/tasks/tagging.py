@@ -90,7 +90,7 @@ class TaggingTask:
         batch = batch.to(next(model.parameters()).device)
         emissions, _ = model(batch.token_ids, batch.lengths, char_ids=batch.char_ids, char_index=batch.char_index)
         # emissions: (batch, time, tags)
-        return model.head.loss(emissions, batch.tag_ids), batch.lengths.sum(), None
+        return model.head.loss(emissions, batch.tag_ids), batch.lengths.sum().to(emissions.device), None
 
     def evaluate(self, model: SequenceModel, precision: str = "fp32", split: str = "valid") -> dict[str, Any]:
         """Entity precision, recall and F1 (micro and per type) on a split of the recipe's data."""
