@@ -34,6 +34,7 @@ from .labels import LabelSet, Targets, spans
 from .model import SequenceModel
 from .runtime import resolve_device
 from .tasks import encode_inputs, evaluate_language_model_file, evaluate_tagger, predict_outputs, predict_tags
+from .tasks.generation import generate_texts
 from .tasks.sequence import evaluate_file
 from .tokenize import special_ids, split_words
 
@@ -340,6 +341,45 @@ class Regressor(_SequencePredictor):
         return results[0] if single else results
 
 
+class Generator(Pretrained):
+    """A trained conditioned generator (one-to-many): texts from a condition such as ``female``."""
+
+    task = "generation"
+
+    @property
+    def conditions(self) -> list[str]:
+        """The conditions this model generates from (empty for an unconditioned one)."""
+        return list(self.labels.labels)
+
+    def generate(
+        self,
+        condition: Optional[str] = None,
+        *,
+        num: int = 1,
+        temperature: Optional[float] = None,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        seed: Optional[int] = None,
+        max_length: Optional[int] = None,
+        beam: Optional[int] = None,
+    ) -> list[str]:
+        """Generate ``num`` texts from ``condition`` by sampling, or the best one by beam search.
+
+        Settings left as ``None`` come from the recipe's ``generate`` section; temperature 0
+        is greedy. The same seed gives the same texts.
+
+        Raises:
+            ValueError: an unknown condition (the message lists the known ones).
+        """
+        defaults = self.recipe.generate
+        return generate_texts(
+            self.model, self.tokenizer, self.labels, condition, num, max_length or defaults.max_tokens,
+            temperature=defaults.temperature if temperature is None else temperature,
+            top_k=top_k if top_k is not None else defaults.top_k, top_p=top_p if top_p is not None else defaults.top_p,
+            seed=seed, beam=beam,
+        )  # fmt: skip
+
+
 def _is_steps(value: Any) -> bool:
     """A (time, features) array or nested list: one input of vectors."""
     if isinstance(value, np.ndarray) or isinstance(value, torch.Tensor):
@@ -357,7 +397,13 @@ def _as_list(inputs: Any) -> list:
     raise TypeError(f"predict() takes one input or a list of inputs, not {type(inputs).__name__}")
 
 
-_API: dict[str, type[Pretrained]] = {"language_model": LanguageModel, "tagging": Tagger, "classification": Classifier, "regression": Regressor}
+_API: dict[str, type[Pretrained]] = {
+    "language_model": LanguageModel,
+    "tagging": Tagger,
+    "classification": Classifier,
+    "regression": Regressor,
+    "generation": Generator,
+}
 
 
 def load(path: Union[str, Path], device: str = "auto") -> Pretrained:

@@ -232,20 +232,36 @@ def _format_doc(doc, output_format: str) -> str:
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--prompt", default="", help="Text to continue.")
+@click.option("--prompt", default="", help="Text to continue (language models).")
+@click.option("--condition", help="What to generate from (generators: e.g. female); see seqkit info.")
 @click.option("--num", default=1, show_default=True, type=click.IntRange(min=1), help="How many texts.")
-@click.option("--max-tokens", type=click.IntRange(min=1), help="Tokens to generate [default: the recipe's].")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="Tokens to generate at most [default: the recipe's].")
 @click.option("--temperature", type=click.FloatRange(min=0.0), help="Sampling temperature; 0 is greedy [default: the recipe's].")
 @click.option("--top-k", type=click.IntRange(min=1), help="Sample among the K most likely tokens.")
 @click.option("--top-p", type=click.FloatRange(min=0.0, max=1.0, min_open=True), help="Sample within the nucleus of probability P.")
+@click.option("--beam", type=click.IntRange(min=1), help="Beam search of this width instead of sampling: the single best text (generators).")
 @click.option("--seed", type=int, help="Seed: the same seed gives the same text.")
-def generate(checkpoint: Path, prompt: str, num: int, max_tokens: Optional[int], temperature: Optional[float], top_k: Optional[int], top_p: Optional[float], seed: Optional[int]) -> None:
-    """Generate text from a language model CHECKPOINT."""
-    from .api import LanguageModel, load
+def generate(checkpoint: Path, prompt: str, condition: Optional[str], num: int, max_tokens: Optional[int], temperature: Optional[float],
+             top_k: Optional[int], top_p: Optional[float], beam: Optional[int], seed: Optional[int]) -> None:  # fmt: skip
+    """Generate text from a language model or a generator CHECKPOINT."""
+    from .api import Generator, LanguageModel, load
 
     model = load(checkpoint)
+    if isinstance(model, Generator):
+        if prompt:
+            raise click.UsageError("a generator writes from a --condition, not a --prompt")
+        if beam and num > 1:
+            raise click.UsageError("--beam gives the single best text; leave --num out")
+        try:
+            texts = model.generate(condition, num=num, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_length=max_tokens, beam=beam)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
+        click.echo("\n".join(texts))
+        return
     if not isinstance(model, LanguageModel):
-        raise click.UsageError(f"{checkpoint} holds a {model.task} model; generate needs a language model")
+        raise click.UsageError(f"{checkpoint} holds a {model.task} model; generate needs a language model or a generator")
+    if condition is not None or beam is not None:
+        raise click.UsageError("--condition and --beam are for generators; a language model continues a --prompt by sampling")
     texts = model.generate(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num=num)
     click.echo("\n\n".join(texts))
 
@@ -279,6 +295,8 @@ def info(checkpoint: Path) -> None:
         lines.append(f"labels       {len(model.labels.labels)} tags ({model.labels.scheme}): {', '.join(types)}")
     elif recipe.task == "classification":
         lines.append(f"labels       {len(model.labels.labels)} classes: {', '.join(model.labels.labels)}")
+    elif recipe.task == "generation":
+        lines.append(f"conditions   {', '.join(model.labels.labels) or 'none'} (as {m.condition if model.labels.labels else '-'})")
     elif recipe.task == "regression":
         scale = model.labels
         lines.append("targets      " + ", ".join(f"{name} (mean {_number(mean)}, std {_number(std)})" for name, mean, std in zip(scale.names, scale.mean, scale.std)))

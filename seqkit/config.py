@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import RecipeError
 
-Task = Literal["language_model", "tagging", "classification", "regression"]
-TASKS: tuple[str, ...] = ("language_model", "tagging", "classification", "regression")
+Task = Literal["language_model", "tagging", "classification", "regression", "generation"]
+TASKS: tuple[str, ...] = ("language_model", "tagging", "classification", "regression", "generation")
 MANY_TO_ONE = ("classification", "regression")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
@@ -60,6 +60,7 @@ class DataConfig(_Section):
     max_length: Optional[int] = Field(None, ge=1)  # tokens (steps) per input; longer inputs are truncated
     truncation: Literal["head", "tail", "head+tail"] = "head"  # which tokens a truncated input keeps
     normalize_targets: bool = True  # regression: train on standardized targets (predictions come back in data units)
+    condition_field: Optional[str] = None  # generation: the field naming each text's condition (null: unconditioned)
 
 
 class TokenizerConfig(_Section):
@@ -91,6 +92,8 @@ class ModelConfig(_Section):
     tag_scheme: Optional[Literal["bio", "bioes"]] = None  # tagging: what the model predicts (null: data.scheme)
     pooling: Literal["last", "mean", "max", "attention", "none"] = "last"  # classification / regression; none: an output per step
     input_size: Optional[int] = Field(None, ge=1)  # data.inputs: vectors: numbers per step (replaces the embedding)
+    condition: Literal["state", "input", "both"] = "both"  # generation: the condition sets the initial state, is an input at every step, or both
+    condition_dim: int = Field(16, ge=1)  # generation: size of each condition's vector
 
 
 class TrainConfig(_Section):
@@ -224,22 +227,30 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
     """Rules that tie several keys together; each problem is (key path, message)."""
     problems = []
     model, train = recipe.model, recipe.train
-    if recipe.task == "language_model" and model.bidirectional:
+    if recipe.task == "language_model" and model.bidirectional:  # generation: below
         problems.append(
             (("model", "bidirectional"), "a language model predicts the next token, so its encoder must read left to right; set it to false")
         )
-    if recipe.task != "language_model" and model.tie_weights:
-        problems.append((("model", "tie_weights"), "only a language model ties its output layer to the embedding"))
+    if recipe.task not in ("language_model", "generation") and model.tie_weights:
+        problems.append((("model", "tie_weights"), "only a language model or a generator ties its output layer to the embedding"))
     if recipe.task != "tagging":
         for key, default in (("crf", False), ("char_features", "none")):
             if getattr(model, key) != default:
                 problems.append((("model", key), f"only tagging uses it; remove it or set {default!r}"))
     many_to_one = recipe.task in MANY_TO_ONE
     if not many_to_one:
-        for section, key, default in (("model", "pooling", "last"), ("data", "inputs", "text"), ("data", "holdout", None),
-                                      ("data", "max_length", None), ("model", "input_size", None)):  # fmt: skip
+        for section, key, default in (("model", "pooling", "last"), ("data", "inputs", "text"), ("data", "max_length", None),
+                                      ("model", "input_size", None)):  # fmt: skip
             if getattr(getattr(recipe, section), key) != default:
                 problems.append(((section, key), f"only classification and regression use it; remove it or set {default!r}"))
+    if not many_to_one and recipe.task != "generation" and recipe.data.holdout is not None:
+        problems.append((("data", "holdout"), "only classification, regression and generation hold examples out; give data.valid a file"))
+    if recipe.task != "generation":
+        for section, key, default in (("data", "condition_field", None), ("model", "condition", "both"), ("model", "condition_dim", 16)):
+            if getattr(getattr(recipe, section), key) != default:
+                problems.append(((section, key), f"only generation uses it; remove it or set {default!r}"))
+    if recipe.task == "generation" and model.bidirectional:
+        problems.append((("model", "bidirectional"), "a generator writes left to right, so its decoder must read that way; set it to false"))
     if recipe.task != "classification" and train.class_weights is not None:
         problems.append((("train", "class_weights"), "only classification weighs classes; remove it"))
     if recipe.task != "regression" and train.loss != "mse":

@@ -75,9 +75,74 @@ class SequenceModel(nn.Module):
         return states, mask, final_state
 
 
+class ConditionedGenerator(nn.Module):
+    """One-to-many: a decoder that writes a sequence from a condition (a class such as
+    ``female``), or from nothing.
+
+    The condition's learned vector enters the decoder as its initial hidden state (through
+    a linear layer and tanh, for every layer; an LSTM's cell state starts at zero), as an
+    extra input at every step, or both (``mode``). Without conditions it is a language
+    model over whole sequences.
+
+    Args:
+        embedding: token ids -> vectors.
+        encoder: the (unidirectional) recurrent decoder; its input size is the embedding's
+            plus ``condition_dim`` when the condition is an input.
+        head: the next-token ``LanguageModelHead``.
+        num_conditions: how many conditions (0: unconditioned).
+        condition_dim: size of a condition's vector.
+        mode: ``state``, ``input`` or ``both``.
+    """
+
+    def __init__(self, embedding: TokenEmbedding, encoder: RNNEncoder, head: nn.Module, num_conditions: int, condition_dim: int, mode: str = "both"):
+        super().__init__()
+        self.embedding = embedding
+        self.encoder = encoder
+        self.head = head
+        self.mode = mode
+        self.conditions = nn.Embedding(num_conditions, condition_dim) if num_conditions else None
+        self.to_state = None
+        if self.conditions is not None and mode in ("state", "both"):
+            self.to_state = nn.Linear(condition_dim, encoder.num_layers * encoder.hidden_size)
+
+    def initial_state(self, conditions: Optional[torch.Tensor]) -> Optional[State]:
+        """The decoder's state before the first token: from each row's condition, or zeros."""
+        if self.to_state is None or conditions is None:
+            return None
+        layers, hidden = self.encoder.num_layers, self.encoder.hidden_size
+        h = torch.tanh(self.to_state(self.conditions(conditions))).view(-1, layers, hidden).transpose(0, 1).contiguous()
+        return (h, torch.zeros_like(h)) if self.encoder.cell == "lstm" else h
+
+    def forward(
+        self,
+        token_ids: torch.Tensor,
+        lengths: Optional[torch.Tensor] = None,
+        state: Optional[State] = None,
+        conditions: Optional[torch.Tensor] = None,
+    ) -> tuple[torch.Tensor, State]:
+        """Next-token logits (batch, time, vocab) and the final state.
+
+        Args:
+            token_ids: (batch, time) inputs (the sequence so far, starting with ``<eos>``).
+            lengths: (batch,) real lengths, or ``None``.
+            state: the state to continue from; ``None`` starts from the conditions.
+            conditions: (batch,) condition ids (needed when the model has conditions).
+        """
+        if self.conditions is not None and conditions is None:
+            raise ValueError("this generator is conditioned: pass conditions")
+        vectors = self.embedding(token_ids)
+        if self.conditions is not None and self.mode in ("input", "both"):
+            per_step = self.conditions(conditions)[:, None, :].expand(-1, token_ids.shape[1], -1)
+            vectors = torch.cat([vectors, per_step], dim=-1)
+        if state is None:
+            state = self.initial_state(conditions)
+        states, final_state = self.encoder(vectors, lengths, state)
+        return self.head(states), final_state
+
+
 def build_model(
     task: str, config: ModelConfig, vocab_size: Optional[int], pad_id: int = 0, labels: Optional[LabelSet | Targets] = None
-) -> SequenceModel:
+) -> SequenceModel | ConditionedGenerator:
     """Build the model a recipe describes.
 
     Args:
@@ -86,7 +151,8 @@ def build_model(
         vocab_size: the tokenizer's vocabulary size; ``None`` for vector inputs
             (``config.input_size`` numbers per step, no embedding).
         pad_id: the tokenizer's padding id.
-        labels: the tags (tagging) or classes (classification), or the targets (regression).
+        labels: the tags (tagging), classes (classification) or conditions (generation), or
+            the targets (regression).
     """
     if vocab_size is None:
         if config.input_size is None:
@@ -97,8 +163,9 @@ def build_model(
         if config.char_features != "none":
             char_features = CharFeatures(config.char_features, config.char_embedding_dim, config.char_hidden_size, config.dropout)
         embedding = TokenEmbedding(vocab_size, config.embedding_dim, padding_idx=pad_id, dropout=config.dropout, char_features=char_features)
+    conditioned = task == "generation" and labels is not None and len(labels.labels) > 0 and config.condition in ("input", "both")
     encoder = RNNEncoder(
-        input_size=embedding.output_dim,
+        input_size=embedding.output_dim + (config.condition_dim if conditioned else 0),
         hidden_size=config.hidden_size,
         num_layers=config.num_layers,
         cell=config.encoder,
@@ -106,7 +173,7 @@ def build_model(
         bidirectional=config.bidirectional,
         dropout=config.dropout,
     )
-    if task == "language_model":
+    if task in ("language_model", "generation"):
         head = LanguageModelHead(
             encoder.output_dim,
             vocab_size,
@@ -129,6 +196,9 @@ def build_model(
         head = RegressionHead(encoder.output_dim, len(labels.names), config.pooling, config.bidirectional, config.dropout)
     else:
         raise ValueError(f"no head for task {task!r}")
+    if task == "generation":
+        num_conditions = len(labels.labels) if isinstance(labels, LabelSet) else 0
+        return ConditionedGenerator(embedding, encoder, head, num_conditions, config.condition_dim, config.condition)
     return SequenceModel(embedding, encoder, head)
 
 

@@ -241,6 +241,9 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
                         save_checkpoint(run_dir / "best", model, recipe, tokenizer, info, labels=task.labels)
                     save_last(info)
                     say(_describe_eval(record, task) + ("  *best" if improved else ""))
+                    text = task.sample(model)  # generative tasks: what the model writes now
+                    if text is not None:
+                        writer.add_text("sample", "    " + text.replace("\n", "\n    "), progress.step)
                     if early_stop:
                         say(f"early stopping: no improvement in {train_config.early_stopping} evaluations")
                     interval.resume()

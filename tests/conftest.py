@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import MOBY, SPAM, TINY_CLASSIFIER, TINY_RECIPE, TINY_TAGGER, WNUT, first_lines, first_records, first_sentences, write_jsonl
+from helpers import (
+    MOBY, NAMES, SPAM, TINY_CLASSIFIER, TINY_RECIPE, TINY_TAGGER, WNUT, first_lines, first_records, first_sentences, write_generator_recipe,
+    write_jsonl,
+)  # fmt: skip
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -101,3 +104,12 @@ def trained_classifier(tmp_path_factory):
 
     recipe = _write_classifier_data(tmp_path_factory.mktemp("classifier"))
     return train(load_recipe(recipe, ["train.epochs=25", "train.early_stopping=null"]), quiet=True)
+
+
+@pytest.fixture(scope="module")
+def trained_generator(tmp_path_factory):
+    """A generator overfitted to one female and one male name, trained once per test module."""
+    from seqkit.config import load_recipe
+    from seqkit.train import train
+
+    return train(load_recipe(write_generator_recipe(tmp_path_factory.mktemp("generator"), NAMES)), quiet=True)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 MOBY = ROOT / "data" / "moby-dick"
 WNUT = ROOT / "data" / "wnut16"
@@ -90,3 +92,22 @@ TINY_CLASSIFIER = {
     "model": {"embedding_dim": 24, "hidden_size": 24, "num_layers": 1, "bidirectional": True, "dropout": 0.0, "pooling": "attention"},
     "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "eval_batch_size": 16, "log_every": 5, "device": "cpu"},
 }  # fmt: skip
+
+
+NAMES = [{"text": "Abigail", "label": "female"}, {"text": "Zachary", "label": "male"}]
+
+
+def write_generator_recipe(directory: Path, records: list[dict], **model) -> Path:
+    """A tiny conditioned name generator recipe on ``records`` (valid: the same records)."""
+    data = write_jsonl(directory / "names.jsonl", records)
+    recipe = {
+        "task": "generation", "seed": 0, "output_dir": str(directory / "runs" / "names"),
+        "data": {"train": str(data), "valid": str(data), "input_field": "text", "condition_field": "label"},
+        "tokenizer": {"kind": "char"},
+        "model": {"embedding_dim": 16, "encoder": "gru", "hidden_size": 32, "num_layers": 1, "dropout": 0.0, **model},
+        "train": {"epochs": 150, "batch_size": 2, "lr": 0.02, "eval_every": 50, "log_every": 10, "device": "cpu"},
+        "generate": {"max_tokens": 15, "temperature": 0.5},
+    }  # fmt: skip
+    path = directory / "names.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path

@@ -93,7 +93,7 @@ def test_yaml_syntax_error_names_line_and_column(moby_slice):
 def test_missing_task_and_data_are_named(moby_slice):
     path = _write(moby_slice, "model:\n  hidden_size: 12\n")
     assert _problems(path) == [
-        f"{path}: task: missing (one of language_model, tagging, classification, regression)",
+        f"{path}: task: missing (one of language_model, tagging, classification, regression, generation)",
         f"{path}: data.train: missing: the path of the training file",
         f"{path}: data.valid: missing: the path of the validation file",
     ]

@@ -13,6 +13,7 @@ of the seed and epoch, so that ``--resume`` is exact); ``steps_per_epoch()``;
 
 from __future__ import annotations
 
+from .generation import GenerationTask, generate_texts
 from .language_model import LanguageModelTask, evaluate_language_model, evaluate_language_model_file
 from .sequence import ClassificationTask, RegressionTask, encode_inputs, predict_outputs
 from .tagging import TaggingTask, evaluate_tagger, predict_tags
@@ -22,9 +23,11 @@ TASKS: dict[str, type] = {
     "tagging": TaggingTask,
     "classification": ClassificationTask,
     "regression": RegressionTask,
+    "generation": GenerationTask,
 }
 
 __all__ = [
     "TASKS", "LanguageModelTask", "TaggingTask", "ClassificationTask", "RegressionTask", "evaluate_language_model",
     "evaluate_language_model_file", "evaluate_tagger", "predict_tags", "encode_inputs", "predict_outputs",
+    "GenerationTask", "generate_texts",
 ]  # fmt: skip

@@ -347,10 +347,13 @@ def predict_outputs(
     return results, (weights if attention else None)
 
 
-def read_splits(recipe: Recipe, target_kind: str) -> dict[str, Examples]:
+def read_splits(recipe: Recipe, target_kind: str, target_field: Any = "recipe") -> dict[str, Examples]:
     """The recipe's ``train`` and ``valid`` examples (and ``test`` when held out), with
-    held-out examples taken from the training file by ``data.holdout``."""
+    held-out examples taken from the training file by ``data.holdout``. Targets come from
+    ``data.target_field``, or from ``target_field`` when given (``None``: none)."""
     data = recipe.data
+    if target_field != "recipe":
+        data = data.model_copy(update={"target_field": target_field})
     holdout = data.holdout
     train = _read(data, data.train, target_kind, holdout.by if holdout else None)
     splits = {"train": train}
@@ -371,7 +374,7 @@ def read_splits(recipe: Recipe, target_kind: str) -> dict[str, Examples]:
 def _read(data: DataConfig, path: str, target_kind: str, key_field: Optional[str]) -> Examples:
     file = Path(path)
     stamp = (file.stat().st_mtime_ns, file.stat().st_size) if file.is_file() else None
-    fields = data.target_field if isinstance(data.target_field, str) else tuple(data.target_field)
+    fields = data.target_field if isinstance(data.target_field, (str, type(None))) else tuple(data.target_field)
     return _read_cached(str(path), stamp, data.input_field, fields, data.inputs, target_kind, key_field)
 
 
