@@ -139,7 +139,7 @@ def plain_predictor(checkpoint: Path) -> Predict:
     recipe, _ = read_config(checkpoint)
     tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
     pad, limit = special_ids(tokenizer).pad, recipe.data.max_length
-    classes = read_labels(checkpoint / "labels.json").labels
+    classes = read_labels(checkpoint, "classification").labels
     model = PlainClassifier(tokenizer.get_vocab_size(), recipe.model, len(classes), pad)
     weights = load_file(str(checkpoint / "model.safetensors"))
     renamed = {next(new + name[len(old) :] for old, new in RENAME.items() if name.startswith(old)): tensor for name, tensor in weights.items()}

@@ -11,13 +11,13 @@ Train from a recipe (``seqkit train recipes/lm.yaml``), then load the checkpoint
 
 __version__ = "0.1.0"
 
-__all__ = ["LanguageModel", "Tagger", "Classifier", "Regressor", "Generator", "load", "__version__"]
+__all__ = ["LanguageModel", "Tagger", "Classifier", "Regressor", "Generator", "Seq2Seq", "load", "__version__"]
 
 
 def __getattr__(name: str):
     # Public names load on first use, so `seqkit --help` and `import seqkit` stay fast
     # (PyTorch alone takes over a second to import).
-    if name in ("LanguageModel", "Tagger", "Classifier", "Regressor", "Prediction", "Generator", "load"):
+    if name in ("LanguageModel", "Tagger", "Classifier", "Regressor", "Prediction", "Generator", "Seq2Seq", "load"):
         from . import api
 
         return getattr(api, name)

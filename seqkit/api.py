@@ -35,6 +35,7 @@ from .model import SequenceModel
 from .runtime import resolve_device
 from .tasks import encode_inputs, evaluate_language_model_file, evaluate_tagger, predict_outputs, predict_tags
 from .tasks.generation import generate_texts
+from .tasks.seq2seq import translate_ids
 from .tasks.sequence import evaluate_file
 from .tokenize import special_ids, split_words
 
@@ -380,6 +381,54 @@ class Generator(Pretrained):
         )  # fmt: skip
 
 
+class Seq2Seq(Pretrained):
+    """A trained encoder-decoder: an output sequence for each input (letters -> phonemes)."""
+
+    task = "seq2seq"
+
+    @property
+    def target_tokenizer(self) -> Tokenizer:
+        """The outputs' tokenizer (``target_tokenizer.json``)."""
+        return self.labels
+
+    def predict(
+        self, inputs: Union[str, Sequence[str]], *, beam: Optional[int] = None, batch_size: int = 64, max_length: Optional[int] = None
+    ) -> Union[list[str], list[list[str]]]:
+        """The output tokens for one input, or for each of a list (batched by length, input order kept).
+
+        Args:
+            inputs: a string or a list of strings.
+            beam: beam search of this width; ``None`` decodes greedily.
+            batch_size: inputs per batch.
+            max_length: the most output tokens (default: twice the input's length plus 10).
+
+        Raises:
+            TypeError: an input that is not a string.
+        """
+        single = isinstance(inputs, str)
+        items = [inputs] if single else list(inputs)
+        for position, item in enumerate(items):
+            if not isinstance(item, str):
+                raise TypeError(f"predict() takes a string or a list of strings; input {position} is {type(item).__name__}")
+        pad = special_ids(self.tokenizer).pad
+        sources = [encoding.ids or [pad] for encoding in self.tokenizer.encode_batch(items)]
+        outputs = translate_ids(self.model, sources, special_ids(self.labels), batch_size, beam=beam, max_length=max_length)
+        tokens = [[self.labels.id_to_token(index) for index in output] for output in outputs]
+        return tokens[0] if single else tokens
+
+    def evaluate(self, path: Union[str, Path], batch_size: int = 256, beam: Optional[int] = None) -> dict[str, Any]:
+        """Token error rate (``per``) and sequence error rate (``wer``) on a file of pairs
+        (``SOURCE<TAB>TARGET`` or JSON Lines), decoding greedily or with ``beam``."""
+        from .data import read_examples
+        from .metrics import sequence_error_rates
+
+        data = self.recipe.data
+        examples = read_examples(path, data.input_field, data.target_field, data.inputs, "text")
+        predicted = self.predict(examples.inputs, beam=beam, batch_size=batch_size)
+        gold = [encoding.tokens for encoding in self.labels.encode_batch(examples.targets)]
+        return sequence_error_rates(gold, predicted)
+
+
 def _is_steps(value: Any) -> bool:
     """A (time, features) array or nested list: one input of vectors."""
     if isinstance(value, np.ndarray) or isinstance(value, torch.Tensor):
@@ -403,6 +452,7 @@ _API: dict[str, type[Pretrained]] = {
     "classification": Classifier,
     "regression": Regressor,
     "generation": Generator,
+    "seq2seq": Seq2Seq,
 }
 
 

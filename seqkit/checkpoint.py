@@ -5,7 +5,8 @@
     config.yaml          the resolved recipe + a ``checkpoint:`` block (format, version, step, metrics)
     model.safetensors    weights: loading a checkpoint never runs code
     tokenizer.json       Hugging Face tokenizers format (absent for vector inputs)
-    labels.json          the tags and their scheme, the classes, or the regression targets
+    labels.json          the tags and their scheme, the classes or conditions, or the regression targets
+    target_tokenizer.json  seq2seq: the outputs' tokenizer (instead of labels.json)
     trainer_state.pt     under last/ only: optimizer, schedule, step, data position, RNG;
                          loaded with ``torch.load(weights_only=True)``
 
@@ -40,6 +41,7 @@ from .tokenize import load_tokenizer, special_ids
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, TOKENIZER, LABELS = "config.yaml", "model.safetensors", "tokenizer.json", "labels.json"
+TARGET_TOKENIZER = "target_tokenizer.json"  # seq2seq: the outputs' vocabulary, in place of labels.json
 TRAINER_STATE = "trainer_state.pt"
 
 
@@ -50,7 +52,7 @@ class Checkpoint:
     model: SequenceModel
     recipe: Recipe
     tokenizer: Optional[Tokenizer]  # None for vector inputs
-    labels: Optional[LabelSet | Targets]
+    labels: Optional[LabelSet | Targets | Tokenizer]  # seq2seq: the target tokenizer
     info: dict[str, Any]  # the ``checkpoint:`` block of config.yaml
 
 
@@ -61,7 +63,7 @@ def save_checkpoint(
     tokenizer: Optional[Tokenizer],
     info: Optional[dict[str, Any]] = None,
     trainer_state: Optional[dict[str, Any]] = None,
-    labels: Optional[LabelSet | Targets] = None,
+    labels: Optional[LabelSet | Targets | Tokenizer] = None,
 ) -> Path:
     """Write a checkpoint directory atomically.
 
@@ -91,7 +93,7 @@ def save_checkpoint(
     if tokenizer is not None:
         _write_text(temporary / TOKENIZER, tokenizer.to_str())
     if labels is not None:
-        write_labels(temporary / LABELS, labels)
+        write_labels(temporary, labels)
     if trainer_state is not None:
         torch.save(trainer_state, temporary / TRAINER_STATE)
     for path in temporary.iterdir():
@@ -117,7 +119,7 @@ def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -
             tokenizer = load_tokenizer(tokenizer_path)
         except SeqkitError as error:
             raise CheckpointError(tokenizer_path, str(error)) from None
-    labels = read_labels(directory / LABELS) if recipe.task != "language_model" else None
+    labels = read_labels(directory, recipe.task) if recipe.task != "language_model" else None
     vocab_size, pad_id = (tokenizer.get_vocab_size(), special_ids(tokenizer).pad) if tokenizer is not None else (None, 0)
     model = build_model(recipe.task, recipe.model, vocab_size, pad_id, labels)
     load_weights(model, directory / WEIGHTS)
@@ -125,14 +127,33 @@ def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -
     return Checkpoint(model, recipe, tokenizer, labels, info)
 
 
-def write_labels(path: str | Path, labels: LabelSet | Targets) -> None:
-    """Write ``labels.json``."""
-    Path(path).write_text(json.dumps(labels.to_json(), indent=1) + "\n", encoding="utf-8")
+def write_labels(directory: str | Path, labels: LabelSet | Targets | Tokenizer) -> None:
+    """Write what a model's outputs mean: ``labels.json``, or a seq2seq model's
+    ``target_tokenizer.json``."""
+    directory = Path(directory)
+    if isinstance(labels, Tokenizer):
+        (directory / TARGET_TOKENIZER).write_text(labels.to_str(), encoding="utf-8")
+    else:
+        (directory / LABELS).write_text(json.dumps(labels.to_json(), indent=1) + "\n", encoding="utf-8")
 
 
-def read_labels(path: str | Path) -> LabelSet | Targets:
-    """Read ``labels.json``: a ``LabelSet`` (tags, classes) or ``Targets`` (regression)."""
-    path = Path(path)
+def has_labels(directory: str | Path) -> bool:
+    """Whether ``directory`` holds ``labels.json`` or ``target_tokenizer.json``."""
+    return (Path(directory) / LABELS).is_file() or (Path(directory) / TARGET_TOKENIZER).is_file()
+
+
+def read_labels(directory: str | Path, task: str) -> LabelSet | Targets | Tokenizer:
+    """Read what ``write_labels`` wrote for a model of ``task``: a ``LabelSet`` (tags,
+    classes, conditions), ``Targets`` (regression) or the target ``Tokenizer`` (seq2seq)."""
+    if task == "seq2seq":
+        path = Path(directory) / TARGET_TOKENIZER
+        if not path.is_file():
+            raise CheckpointError(path, "missing: a seq2seq model needs its target tokenizer")
+        try:
+            return load_tokenizer(path)
+        except SeqkitError as error:
+            raise CheckpointError(path, str(error)) from None
+    path = Path(directory) / LABELS
     if not path.is_file():
         raise CheckpointError(path, "missing: a model with labels or targets needs this file")
     try:

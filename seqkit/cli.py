@@ -84,14 +84,18 @@ def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], r
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="The file to evaluate on.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of text.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Sequences (or rows, for a language model) per batch.")
-def evaluate(checkpoint: Path, data_path: Path, as_json: bool, batch_size: Optional[int]) -> None:
+@click.option("--beam", type=click.IntRange(min=1), help="seq2seq: beam search of this width instead of greedy decoding.")
+def evaluate(checkpoint: Path, data_path: Path, as_json: bool, batch_size: Optional[int], beam: Optional[int]) -> None:
     """Evaluate CHECKPOINT on a data file: perplexity for a language model; entity
     precision, recall and F1 (per type and micro) for a tagger; accuracy, macro-F1 and
     per-class scores for a classifier; MAE and RMSE (and the mean baseline's) for regression."""
     from .api import load
 
     model = load(checkpoint)
-    metrics = model.evaluate(data_path, **({"batch_size": batch_size} if batch_size else {}))
+    if beam is not None and model.task != "seq2seq":
+        raise click.UsageError("--beam is for seq2seq models")
+    options = {"batch_size": batch_size} if batch_size else {}
+    metrics = model.evaluate(data_path, **options, **({"beam": beam} if beam else {}))
     if as_json:
         click.echo(json.dumps({"checkpoint": str(checkpoint), "data": str(data_path), **metrics}))
     elif model.task == "language_model":
@@ -99,6 +103,10 @@ def evaluate(checkpoint: Path, data_path: Path, as_json: bool, batch_size: Optio
             f"{data_path}: perplexity {metrics['perplexity']:.2f} (loss {metrics['loss']:.4f} nats/token, "
             f"{metrics['tokens']:,} tokens; without the {metrics['unk_tokens']:,} <unk> targets: {metrics['perplexity_no_unk']:.2f})"
         )
+    elif model.task == "seq2seq":
+        decoding = f"beam {beam}" if beam else "greedy"
+        click.echo(f"{data_path}: {metrics['sequences']:,} sequences, {decoding} decoding; "
+                   f"token error rate (PER) {metrics['per']:.2%}, sequence error rate (WER) {metrics['wer']:.2%}")  # fmt: skip
     elif model.task == "classification":
         rows = list(metrics["per_class"].items())
         width = max(len("class"), *(len(name) for name, _ in rows))
@@ -127,17 +135,19 @@ def evaluate(checkpoint: Path, data_path: Path, as_json: bool, batch_size: Optio
               help="text: a tagger marks entities [like this](label), a classifier prints label, probability and text, "
                    "a regression model its value(s) and text; jsonl: one JSON object per input; conll (taggers): a token and its tag a line.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-def predict(checkpoint: Path, input_file, output_format: str, batch_size: int) -> None:
-    """Tag, classify or score each input of INPUT with CHECKPOINT: one text a line, or
+@click.option("--beam", type=click.IntRange(min=1), help="seq2seq: beam search of this width instead of greedy decoding.")
+def predict(checkpoint: Path, input_file, output_format: str, batch_size: int, beam: Optional[int]) -> None:
+    """Tag, classify, score or transduce each input of INPUT with CHECKPOINT: one text a line, or
     JSON Lines (a .jsonl file) with the text in "text" (or the recipe's data.input_field;
     a tagger also takes pre-tokenized "tokens"); - reads stdin. Inputs are read and
     predicted in batches, so a large file streams."""
-    from .api import Classifier, Regressor, Tagger, load
-    from .errors import DataError
+    from .api import Classifier, Regressor, Seq2Seq, Tagger, load
 
     model = load(checkpoint)
-    if not isinstance(model, (Tagger, Classifier, Regressor)):
-        raise click.UsageError(f"{checkpoint} holds a {model.task} model; predict needs a tagger, classifier or regression model (a language model generates: seqkit generate)")
+    if not isinstance(model, (Tagger, Classifier, Regressor, Seq2Seq)):
+        raise click.UsageError(f"{checkpoint} holds a {model.task} model; predict needs a tagger, classifier, regression or seq2seq model (it generates: seqkit generate)")
+    if beam is not None and not isinstance(model, Seq2Seq):
+        raise click.UsageError("--beam is for seq2seq models")
     if output_format == "conll" and not isinstance(model, Tagger):
         raise click.UsageError("--format conll is for taggers; use text or jsonl")
     name = getattr(input_file, "name", "-")
@@ -152,6 +162,10 @@ def predict(checkpoint: Path, input_file, output_format: str, batch_size: int) -
             return
         if isinstance(model, Tagger):
             lines = [_format_doc(doc, output_format) for doc in model.tag(chunk, batch_size=batch_size)]
+        elif isinstance(model, Seq2Seq):
+            outputs = model.predict(chunk, beam=beam, batch_size=batch_size)
+            lines = [json.dumps({"text": item, "output": output}, ensure_ascii=False) if output_format == "jsonl" else f"{item}\t{' '.join(output)}"
+                     for item, output in zip(chunk, outputs)]  # fmt: skip
         else:
             results = model.predict(chunk, batch_size=batch_size)
             lines = [_format_prediction(item, result, output_format) for item, result in zip(chunk, results)]
@@ -295,6 +309,8 @@ def info(checkpoint: Path) -> None:
         lines.append(f"labels       {len(model.labels.labels)} tags ({model.labels.scheme}): {', '.join(types)}")
     elif recipe.task == "classification":
         lines.append(f"labels       {len(model.labels.labels)} classes: {', '.join(model.labels.labels)}")
+    elif recipe.task == "seq2seq":
+        lines.append(f"target       {tokenizer_kind(model.labels)} tokenizer, vocabulary {model.labels.get_vocab_size():,}; {m.attention} attention")
     elif recipe.task == "generation":
         lines.append(f"conditions   {', '.join(model.labels.labels) or 'none'} (as {m.condition if model.labels.labels else '-'})")
     elif recipe.task == "regression":

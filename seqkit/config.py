@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import RecipeError
 
-Task = Literal["language_model", "tagging", "classification", "regression", "generation"]
-TASKS: tuple[str, ...] = ("language_model", "tagging", "classification", "regression", "generation")
+Task = Literal["language_model", "tagging", "classification", "regression", "generation", "seq2seq"]
+TASKS: tuple[str, ...] = ("language_model", "tagging", "classification", "regression", "generation", "seq2seq")
 MANY_TO_ONE = ("classification", "regression")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
@@ -61,6 +61,7 @@ class DataConfig(_Section):
     truncation: Literal["head", "tail", "head+tail"] = "head"  # which tokens a truncated input keeps
     normalize_targets: bool = True  # regression: train on standardized targets (predictions come back in data units)
     condition_field: Optional[str] = None  # generation: the field naming each text's condition (null: unconditioned)
+    # seq2seq reads pairs: tab-separated SOURCE<TAB>TARGET lines (.tsv, .tsv.gz), or JSON Lines with input_field and target_field
 
 
 class TokenizerConfig(_Section):
@@ -94,6 +95,7 @@ class ModelConfig(_Section):
     input_size: Optional[int] = Field(None, ge=1)  # data.inputs: vectors: numbers per step (replaces the embedding)
     condition: Literal["state", "input", "both"] = "both"  # generation: the condition sets the initial state, is an input at every step, or both
     condition_dim: int = Field(16, ge=1)  # generation: size of each condition's vector
+    attention: Literal["luong", "bahdanau"] = "luong"  # seq2seq: how the decoder scores the encoder's states
 
 
 class TrainConfig(_Section):
@@ -121,6 +123,8 @@ class TrainConfig(_Section):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     class_weights: Union[None, Literal["balanced"], dict[str, float]] = None  # classification: weight of each class in the loss
     loss: Literal["mse", "huber"] = "mse"  # regression
+    teacher_forcing: float = Field(1.0, ge=0.0, le=1.0)  # seq2seq: share of decoder steps fed the gold previous token, first epoch
+    teacher_forcing_end: Optional[float] = Field(None, ge=0.0, le=1.0)  # seq2seq: ... last epoch (linear in between); null: constant
 
 
 class GenerateConfig(_Section):
@@ -141,6 +145,7 @@ class Recipe(_Section):
     output_dir: str = "runs/run"
     data: DataConfig = DataConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
+    target_tokenizer: Optional[TokenizerConfig] = None  # seq2seq: the outputs' tokenizer (null: like tokenizer)
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     generate: GenerateConfig = GenerateConfig()
@@ -231,7 +236,7 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
         problems.append(
             (("model", "bidirectional"), "a language model predicts the next token, so its encoder must read left to right; set it to false")
         )
-    if recipe.task not in ("language_model", "generation") and model.tie_weights:
+    if recipe.task not in ("language_model", "generation") and model.tie_weights:  # seq2seq: two vocabularies
         problems.append((("model", "tie_weights"), "only a language model or a generator ties its output layer to the embedding"))
     if recipe.task != "tagging":
         for key, default in (("crf", False), ("char_features", "none")):
@@ -243,12 +248,18 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
                                       ("model", "input_size", None)):  # fmt: skip
             if getattr(getattr(recipe, section), key) != default:
                 problems.append(((section, key), f"only classification and regression use it; remove it or set {default!r}"))
-    if not many_to_one and recipe.task != "generation" and recipe.data.holdout is not None:
-        problems.append((("data", "holdout"), "only classification, regression and generation hold examples out; give data.valid a file"))
+    if recipe.task in ("language_model", "tagging") and recipe.data.holdout is not None:
+        problems.append((("data", "holdout"), "only classification, regression, generation and seq2seq hold examples out; give data.valid a file"))
     if recipe.task != "generation":
         for section, key, default in (("data", "condition_field", None), ("model", "condition", "both"), ("model", "condition_dim", 16)):
             if getattr(getattr(recipe, section), key) != default:
                 problems.append(((section, key), f"only generation uses it; remove it or set {default!r}"))
+    if recipe.task != "seq2seq":
+        for section, key, default in (("model", "attention", "luong"), ("train", "teacher_forcing", 1.0), ("train", "teacher_forcing_end", None)):
+            if getattr(getattr(recipe, section), key) != default:
+                problems.append(((section, key), f"only seq2seq uses it; remove it or set {default!r}"))
+        if recipe.target_tokenizer is not None:
+            problems.append((("target_tokenizer",), "only seq2seq has a target tokenizer; remove it"))
     if recipe.task == "generation" and model.bidirectional:
         problems.append((("model", "bidirectional"), "a generator writes left to right, so its decoder must read that way; set it to false"))
     if recipe.task != "classification" and train.class_weights is not None:

@@ -182,35 +182,30 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, sc
             tokens.clear()
             tags.clear()
 
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                raise DataError(path, "not UTF-8 text (convert the file to UTF-8)", line=number) from None
-            if not line.strip():
-                close(number)
-                continue
-            fields = line.split("\t") if "\t" in line else line.split()
-            if fields[0] == "-DOCSTART-":
-                continue
-            if line.startswith("#") and (len(fields) != columns or not _looks_like_tag(fields[tag_column])):
-                continue  # a comment line
-            if columns is None:
-                columns = len(fields)
-                if columns < 2 or not (-columns <= token_column < columns and -columns <= tag_column < columns):
-                    raise DataError(path, f"found {columns} column(s); data.token_column {token_column} and data.tag_column {tag_column} need more", line=number)
-            if len(fields) != columns:
-                raise DataError(path, f"expected {columns} columns (like the first line), found {len(fields)}", line=number)
-            tag = fields[tag_column].strip()
-            problem = tag_problem(tags[-1] if tags else OUTSIDE, tag, scheme)
-            if problem:
-                raise DataError(path, problem, line=number)
-            if not tokens:
-                start_line = number
-            tokens.append(fields[token_column].strip())
-            tags.append(tag)
-        close(number + 1)
+    for number, line in text_lines(path):
+        if not line.strip():
+            close(number)
+            continue
+        fields = line.split("\t") if "\t" in line else line.split()
+        if fields[0] == "-DOCSTART-":
+            continue
+        if line.startswith("#") and (len(fields) != columns or not _looks_like_tag(fields[tag_column])):
+            continue  # a comment line
+        if columns is None:
+            columns = len(fields)
+            if columns < 2 or not (-columns <= token_column < columns and -columns <= tag_column < columns):
+                raise DataError(path, f"found {columns} column(s); data.token_column {token_column} and data.tag_column {tag_column} need more", line=number)
+        if len(fields) != columns:
+            raise DataError(path, f"expected {columns} columns (like the first line), found {len(fields)}", line=number)
+        tag = fields[tag_column].strip()
+        problem = tag_problem(tags[-1] if tags else OUTSIDE, tag, scheme)
+        if problem:
+            raise DataError(path, problem, line=number)
+        if not tokens:
+            start_line = number
+        tokens.append(fields[token_column].strip())
+        tags.append(tag)
+    close(number + 1)
     if not sentences["tokens"]:
         raise DataError(path, "holds no sentences (expected a token and a tag per line)")
     return _in_memory_dataset(sentences, f"conll:{path.resolve()}:{path.stat().st_mtime_ns}:{token_column}:{tag_column}:{scheme}")
@@ -364,7 +359,8 @@ def read_examples(
     targets: str = "class",
     key_field: Optional[str] = None,
 ) -> Examples:
-    """Read many-to-one examples from JSON Lines (``.jsonl``, ``.jsonl.gz``) or ``.npz``.
+    """Read examples from JSON Lines (``.jsonl``, ``.jsonl.gz``), ``.npz`` (vectors), or
+    tab-separated ``SOURCE<TAB>TARGET`` pairs (``.tsv``, ``.tsv.gz``: seq2seq).
 
     Args:
         path: the file. ``.npz`` (vectors only) holds an array named ``input_field``
@@ -375,7 +371,7 @@ def read_examples(
             number or a list of numbers (per step: a list of those), or several fields of
             one number each; ``None`` reads no targets (prediction).
         inputs: ``text`` or ``vectors``.
-        targets: ``class`` or ``number``.
+        targets: ``class``, ``number`` or ``text`` (seq2seq).
         key_field: the field whose value is the example's holdout key (``None``: the input).
 
     Raises:
@@ -385,6 +381,8 @@ def read_examples(
     if not path.is_file():
         raise DataError(path, "file not found" if not path.exists() else "not a file")
     fields = [target_field] if isinstance(target_field, str) else list(target_field or [])
+    if path.name.endswith((".tsv", ".tsv.gz")):
+        return _read_pairs(path)
     if path.suffix == ".npz":
         if inputs != "vectors":
             raise DataError(path, ".npz files hold vectors: set data.inputs to vectors, or give text as JSON Lines")
@@ -421,27 +419,55 @@ def read_examples(
     return examples
 
 
-def _json_lines(path: Path):
-    """``(line number, object)`` for each non-blank line of a JSON Lines file, gzip or not."""
+def text_lines(path: Path):
+    """``(line number, line)`` for every line of a UTF-8 text file, gzipped (``.gz``) or not,
+    line endings (``\\n``, ``\\r\\n``) removed.
+
+    Raises:
+        DataError: a line that is not UTF-8, or a file that cannot be read (a truncated .gz).
+    """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 try:
-                    line = raw.decode("utf-8")
+                    yield number, raw.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError:
                     raise DataError(path, "not UTF-8 text (convert the file to UTF-8)", line=number) from None
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataError(path, f"not valid JSON ({error.msg} at column {error.colno})", line=number) from None
-                if not isinstance(record, dict):
-                    raise DataError(path, f"expected a JSON object, found {type(record).__name__}", line=number)
-                yield number, record
-    except (OSError, EOFError, zlib.error) as error:  # a truncated or fake .gz
+    except (OSError, EOFError, zlib.error) as error:
         raise DataError(path, f"cannot read the file ({error})") from None
+
+
+def _json_lines(path: Path):
+    """``(line number, object)`` for each non-blank line of a JSON Lines file, gzip or not."""
+    for number, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(path, f"not valid JSON ({error.msg} at column {error.colno})", line=number) from None
+        if not isinstance(record, dict):
+            raise DataError(path, f"expected a JSON object, found {type(record).__name__}", line=number)
+        yield number, record
+
+
+def _read_pairs(path: Path) -> Examples:
+    """``SOURCE<TAB>TARGET`` lines (gzip or not): both non-empty, nothing else on the line."""
+    examples = Examples(str(path), [], [], [], [])
+    for number, line in text_lines(path):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+            raise DataError(path, f"expected SOURCE<TAB>TARGET, both non-empty; found {len(fields)} field(s)", line=number)
+        examples.inputs.append(fields[0].strip())
+        examples.targets.append(fields[1].strip())
+        examples.keys.append(fields[0].strip())
+        examples.lines.append(number)
+    if not examples.inputs:
+        raise DataError(path, "holds no pairs (expected SOURCE<TAB>TARGET lines)")
+    return examples
 
 
 def _vectors(value) -> Optional[np.ndarray]:
@@ -458,6 +484,11 @@ def _target(path: Path, number: int, record: dict, fields: list[str], kind: str)
     missing = [name for name in fields if name not in record]
     if missing:
         raise DataError(path, f"no {missing[0]!r} field (data.target_field)", line=number)
+    if kind == "text":
+        value = record[fields[0]]
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(path, f"{fields[0]!r} must be a non-empty string, found {value!r}"[:200], line=number)
+        return value
     if kind == "class":
         value = record[fields[0]]
         if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and not value.strip()):

@@ -100,3 +100,26 @@ def regression_scores(gold: np.ndarray, predicted: np.ndarray, baseline: np.ndar
             name: dict(zip(("mae", "rmse"), errors(predicted[:, i] - gold[:, i]))) for i, name in enumerate(names)
         }
     return scores
+
+
+def edit_distance(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
+    """Levenshtein distance between two token sequences (insertions, deletions and
+    substitutions each cost 1)."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, expected in enumerate(reference, start=1):
+        current = [i]
+        for j, found in enumerate(hypothesis, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (expected != found)))
+        previous = current
+    return previous[-1]
+
+
+def sequence_error_rates(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Token error rate -- the edit distance summed over all sequences, divided by the
+    reference tokens (for grapheme-to-phoneme: the phoneme error rate, PER) -- and the
+    sequence error rate: the share of outputs that are not exactly right (WER, a "word"
+    being one whole output)."""
+    errors = sum(edit_distance(g, p) for g, p in zip(gold, predicted, strict=True))
+    tokens = sum(len(g) for g in gold)
+    wrong = sum(list(g) != list(p) for g, p in zip(gold, predicted))
+    return {"per": errors / max(tokens, 1), "wer": wrong / max(len(gold), 1), "sequences": len(gold)}

@@ -10,12 +10,15 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 
 from .config import ModelConfig
+from .decoder import AttentionDecoder, DecoderState
 from .encoders import CharFeatures, RNNEncoder, State, TokenEmbedding, VectorInput
 from .heads import ClassificationHead, LanguageModelHead, RegressionHead, TaggingHead
 from .labels import LabelSet, Targets, allowed_transitions
+from .tokenize import special_ids
 
 
 class SequenceModel(nn.Module):
@@ -140,9 +143,59 @@ class ConditionedGenerator(nn.Module):
         return self.head(states), final_state
 
 
+class Seq2SeqModel(nn.Module):
+    """Encoder-decoder: a packed (bidirectional) encoder reads the source; an attention
+    decoder (``decoder.AttentionDecoder``) writes the target, starting from the encoder's
+    final states (through ``bridge``: per layer, both directions' final states -> tanh
+    -> the decoder's initial state).
+
+    Args:
+        embedding: source token ids -> vectors.
+        encoder: the source ``RNNEncoder``.
+        decoder: the ``AttentionDecoder`` (as many layers as the encoder).
+    """
+
+    def __init__(self, embedding: TokenEmbedding, encoder: RNNEncoder, decoder: AttentionDecoder):
+        super().__init__()
+        self.embedding = embedding
+        self.encoder = encoder
+        self.decoder = decoder
+        self.bridge = nn.Linear(encoder.num_directions * encoder.hidden_size, decoder.hidden_size)
+
+    def encode(self, source_ids: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> DecoderState:
+        """Read (batch, time) source ids; the decoder's initial state."""
+        states, final = self.encoder(self.embedding(source_ids), lengths)  # (batch, time, key_dim)
+        h = final[0] if isinstance(final, tuple) else final  # (layers * directions, batch, hidden)
+        layers, directions = self.encoder.num_layers, self.encoder.num_directions
+        h = h.view(layers, directions, h.shape[1], h.shape[2]).permute(0, 2, 1, 3).reshape(layers, h.shape[1], -1)
+        initial = torch.tanh(self.bridge(h)).contiguous()  # (layers, batch, decoder hidden)
+        rnn_state = (initial, torch.zeros_like(initial)) if self.decoder.cell == "lstm" else initial
+        mask = torch.ones(source_ids.shape, dtype=torch.bool, device=source_ids.device)
+        if lengths is not None:
+            mask = torch.arange(source_ids.shape[1], device=source_ids.device) < lengths.to(source_ids.device)[:, None]
+        feed = states.new_zeros(states.shape[0], self.decoder.hidden_size)
+        return DecoderState(rnn_state, feed, states, self.decoder.attention.keys(states), mask)
+
+    def forward(self, source_ids: torch.Tensor, lengths: Optional[torch.Tensor], target_inputs: torch.Tensor, teacher_forcing: float = 1.0) -> torch.Tensor:
+        """(batch, target_time) next-token logits (batch, target_time, vocab) for ``target_inputs``
+        (``<eos> y1 ... yn``). At each step after the first, each row is fed the gold previous
+        token with probability ``teacher_forcing``, else its own most likely prediction."""
+        state = self.encode(source_ids, lengths)
+        tokens, outputs = target_inputs[:, 0], []
+        for position in range(target_inputs.shape[1]):
+            logits, state, _ = self.decoder.step(tokens, state)
+            outputs.append(logits)
+            if position + 1 < target_inputs.shape[1]:
+                tokens = target_inputs[:, position + 1]
+                if teacher_forcing < 1.0:
+                    own = torch.rand(tokens.shape, device=tokens.device) >= teacher_forcing
+                    tokens = torch.where(own, logits.argmax(-1), tokens)
+        return torch.stack(outputs, dim=1)
+
+
 def build_model(
-    task: str, config: ModelConfig, vocab_size: Optional[int], pad_id: int = 0, labels: Optional[LabelSet | Targets] = None
-) -> SequenceModel | ConditionedGenerator:
+    task: str, config: ModelConfig, vocab_size: Optional[int], pad_id: int = 0, labels: Optional[LabelSet | Targets | Tokenizer] = None
+) -> SequenceModel | ConditionedGenerator | Seq2SeqModel:
     """Build the model a recipe describes.
 
     Args:
@@ -151,8 +204,8 @@ def build_model(
         vocab_size: the tokenizer's vocabulary size; ``None`` for vector inputs
             (``config.input_size`` numbers per step, no embedding).
         pad_id: the tokenizer's padding id.
-        labels: the tags (tagging), classes (classification) or conditions (generation), or
-            the targets (regression).
+        labels: the tags (tagging), classes (classification) or conditions (generation),
+            the targets (regression), or the target tokenizer (seq2seq).
     """
     if vocab_size is None:
         if config.input_size is None:
@@ -173,7 +226,9 @@ def build_model(
         bidirectional=config.bidirectional,
         dropout=config.dropout,
     )
-    if task in ("language_model", "generation"):
+    if task == "seq2seq":
+        head = None  # the decoder predicts the tokens
+    elif task in ("language_model", "generation"):
         head = LanguageModelHead(
             encoder.output_dim,
             vocab_size,
@@ -196,6 +251,12 @@ def build_model(
         head = RegressionHead(encoder.output_dim, len(labels.names), config.pooling, config.bidirectional, config.dropout)
     else:
         raise ValueError(f"no head for task {task!r}")
+    if task == "seq2seq":
+        if not isinstance(labels, Tokenizer):
+            raise ValueError("a seq2seq model needs its target tokenizer")
+        decoder = AttentionDecoder(labels.get_vocab_size(), config.embedding_dim, config.hidden_size, config.num_layers, config.encoder,
+                                   encoder.output_dim, config.attention, config.dropout, special_ids(labels).pad)  # fmt: skip
+        return Seq2SeqModel(embedding, encoder, decoder)
     if task == "generation":
         num_conditions = len(labels.labels) if isinstance(labels, LabelSet) else 0
         return ConditionedGenerator(embedding, encoder, head, num_conditions, config.condition_dim, config.condition)

@@ -27,8 +27,8 @@ from torch.utils.tensorboard.summary import hparams
 from tqdm import tqdm
 
 from .checkpoint import (
-    CONFIG, LABELS, TOKENIZER, WEIGHTS, load_trainer_state, load_weights, read_config, read_labels, recover,
-    save_checkpoint, write_labels,
+    CONFIG, LABELS, TARGET_TOKENIZER, TOKENIZER, WEIGHTS, has_labels, load_trainer_state, load_weights, read_config, read_labels,
+    recover, save_checkpoint, write_labels,
 )  # fmt: skip
 from .config import Recipe, TrainConfig, dump_recipe
 from .encoders import State
@@ -107,7 +107,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
     vectors = recipe.data.inputs == "vectors"  # no tokenizer: the inputs are numbers already
     if resume:
         tokenizer = None if vectors else load_tokenizer(run_dir / TOKENIZER)
-        labels = read_labels(run_dir / LABELS) if (run_dir / LABELS).exists() else None
+        labels = read_labels(run_dir, recipe.task) if has_labels(run_dir) else None
     else:
         tokenizer = load_tokenizer(recipe.tokenizer.path) if recipe.tokenizer.path and not vectors else task_class.make_tokenizer(recipe)
         labels = None
@@ -140,7 +140,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
         if tokenizer is not None:
             (run_dir / TOKENIZER).write_text(tokenizer.to_str(), encoding="utf-8")
         if task.labels is not None:
-            write_labels(run_dir / LABELS, task.labels)
+            write_labels(run_dir, task.labels)
 
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress.step if resume else None)
     if not resume:
@@ -334,7 +334,7 @@ def _prepare_run_dir(run_dir: Path, recipe: Recipe, *, resume: bool, overwrite: 
     if overwrite:
         for name in ("last", "best", "last.old", "best.old", "tb"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in ("metrics.jsonl", CONFIG, TOKENIZER, LABELS):
+        for name in ("metrics.jsonl", CONFIG, TOKENIZER, LABELS, TARGET_TOKENIZER):
             (run_dir / name).unlink(missing_ok=True)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

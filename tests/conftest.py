@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from helpers import (
-    MOBY, NAMES, SPAM, TINY_CLASSIFIER, TINY_RECIPE, TINY_TAGGER, WNUT, first_lines, first_records, first_sentences, write_generator_recipe,
-    write_jsonl,
+    MOBY, NAMES, SPAM, TINY_CLASSIFIER, TINY_RECIPE, TINY_TAGGER, WNUT, first_lines, first_records, first_sentences, short_pairs,
+    write_generator_recipe, write_jsonl, write_seq2seq_recipe,
 )  # fmt: skip
 
 
@@ -113,3 +113,12 @@ def trained_generator(tmp_path_factory):
     from seqkit.train import train
 
     return train(load_recipe(write_generator_recipe(tmp_path_factory.mktemp("generator"), NAMES)), quiet=True)
+
+
+@pytest.fixture(scope="module")
+def trained_seq2seq(tmp_path_factory):
+    """A G2P model overfitted to 40 short CMUdict words, trained once per test module."""
+    from seqkit.config import load_recipe
+    from seqkit.train import train
+
+    return train(load_recipe(write_seq2seq_recipe(tmp_path_factory.mktemp("seq2seq"), short_pairs(40))), quiet=True)

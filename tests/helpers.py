@@ -111,3 +111,39 @@ def write_generator_recipe(directory: Path, records: list[dict], **model) -> Pat
     path = directory / "names.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     return path
+
+
+CMUDICT = ROOT / "data" / "cmudict"
+
+
+def short_pairs(count: int, max_letters: int = 5) -> str:
+    """The first ``count`` training words of CMUdict with at most ``max_letters`` letters,
+    as WORD<TAB>PHONEMES lines."""
+    import gzip
+
+    lines = []
+    with gzip.open(CMUDICT / "train.tsv.gz", "rt", encoding="utf-8") as handle:
+        for line in handle:
+            word = line.split("\t")[0]
+            if word.isalpha() and len(word) <= max_letters:
+                lines.append(line)
+                if len(lines) == count:
+                    break
+    return "".join(lines)
+
+
+def write_seq2seq_recipe(directory: Path, pairs: str, **train) -> Path:
+    """A tiny G2P recipe on ``pairs`` (valid: the same pairs)."""
+    data = directory / "pairs.tsv"
+    data.write_text(pairs, encoding="utf-8")
+    recipe = {
+        "task": "seq2seq", "seed": 0, "output_dir": str(directory / "runs" / "g2p"),
+        "data": {"train": str(data), "valid": str(data)},
+        "tokenizer": {"kind": "char", "lowercase": True},
+        "target_tokenizer": {"kind": "word", "split": "whitespace"},
+        "model": {"embedding_dim": 16, "encoder": "gru", "hidden_size": 48, "num_layers": 1, "bidirectional": True, "dropout": 0.0},
+        "train": {"epochs": 100, "batch_size": 16, "lr": 0.01, "eval_every": 60, "log_every": 20, "device": "cpu", **train},
+    }  # fmt: skip
+    path = directory / "g2p.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path

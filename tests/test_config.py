@@ -29,7 +29,7 @@ def test_print_config_shows_every_default(tiny_recipe):
     assert printed["train"]["epochs"] == 7
     assert printed["train"]["optimizer"] == "adam"  # a default the recipe never wrote
     assert printed["model"]["nonlinearity"] == "tanh"
-    assert set(printed) == {"task", "seed", "output_dir", "data", "tokenizer", "model", "train", "generate"}
+    assert set(printed) == {"task", "seed", "output_dir", "data", "tokenizer", "target_tokenizer", "model", "train", "generate"}
 
 
 def test_overrides_are_parsed_as_yaml_scalars(tiny_recipe):
@@ -93,7 +93,7 @@ def test_yaml_syntax_error_names_line_and_column(moby_slice):
 def test_missing_task_and_data_are_named(moby_slice):
     path = _write(moby_slice, "model:\n  hidden_size: 12\n")
     assert _problems(path) == [
-        f"{path}: task: missing (one of language_model, tagging, classification, regression, generation)",
+        f"{path}: task: missing (one of language_model, tagging, classification, regression, generation, seq2seq)",
         f"{path}: data.train: missing: the path of the training file",
         f"{path}: data.valid: missing: the path of the validation file",
     ]

@@ -10,7 +10,7 @@ from seqkit.train import train
 from helpers import ROOT, SOTU, first_records, write_jsonl
 
 
-def test_readme_python_blocks_run(tiny_recipe, trained_tagger, trained_classifier, trained_generator, capsys):
+def test_readme_python_blocks_run(tiny_recipe, trained_tagger, trained_classifier, trained_generator, trained_seq2seq, capsys):
     lm_run = train(load_recipe(tiny_recipe, ["train.max_steps=5"]), quiet=True).run_dir
     sotu = write_jsonl(tiny_recipe.parent / "sotu.jsonl", first_records(SOTU, 2, per="address")[:60])
     year_run = train(load_recipe(ROOT / "recipes" / "sotu_year.yaml", [f"data.train={sotu}", "train.max_steps=3", "data.holdout.test=0",
@@ -25,6 +25,7 @@ def test_readme_python_blocks_run(tiny_recipe, trained_tagger, trained_classifie
             .replace("runs/spam/best", str(trained_classifier.run_dir / "best"))
             .replace("runs/sotu_year/best", str(year_run / "best"))
             .replace("runs/names/best", str(trained_generator.run_dir / "best"))
+            .replace("runs/g2p/best", str(trained_seq2seq.run_dir / "best"))
         )
         exec(compile(code, "README.md", "exec"), {})
     printed = capsys.readouterr().out.splitlines()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from .generation import GenerationTask, generate_texts
 from .language_model import LanguageModelTask, evaluate_language_model, evaluate_language_model_file
+from .seq2seq import Seq2SeqTask, translate_ids
 from .sequence import ClassificationTask, RegressionTask, encode_inputs, predict_outputs
 from .tagging import TaggingTask, evaluate_tagger, predict_tags
 
@@ -24,10 +25,11 @@ TASKS: dict[str, type] = {
     "classification": ClassificationTask,
     "regression": RegressionTask,
     "generation": GenerationTask,
+    "seq2seq": Seq2SeqTask,
 }
 
 __all__ = [
     "TASKS", "LanguageModelTask", "TaggingTask", "ClassificationTask", "RegressionTask", "evaluate_language_model",
     "evaluate_language_model_file", "evaluate_tagger", "predict_tags", "encode_inputs", "predict_outputs",
-    "GenerationTask", "generate_texts",
+    "GenerationTask", "generate_texts", "Seq2SeqTask", "translate_ids",
 ]  # fmt: skip

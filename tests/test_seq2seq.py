@@ -1,0 +1,106 @@
+"""Encoder-decoder seq2seq: grapheme-to-phoneme on CMUdict slices."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import seqkit
+from helpers import CMUDICT, run_python, short_pairs, write_seq2seq_recipe
+from seqkit.cli import main
+from seqkit.config import load_recipe
+from seqkit.data import read_examples
+from seqkit.decoder import Attention
+from seqkit.errors import DataError
+from seqkit.metrics import edit_distance, sequence_error_rates
+from seqkit.tasks import Seq2SeqTask
+
+
+def _pairs(text):
+    return [line.split("\t") for line in text.splitlines()]
+
+
+def test_seq2seq_overfits_a_small_real_slice_exactly(trained_seq2seq):
+    assert trained_seq2seq.best_metrics["wer"] == 0.0 and trained_seq2seq.best_metrics["per"] == 0.0
+    g2p = seqkit.Seq2Seq.from_pretrained(trained_seq2seq.run_dir / "best", device="cpu")
+    pairs = _pairs(short_pairs(40))
+    words = [word for word, _ in pairs]
+    expected = [phonemes.split() for _, phonemes in pairs]
+    assert g2p.predict(words) == expected  # batched, greedy, input order kept
+    assert g2p.predict(words, beam=4, batch_size=7) == expected
+    assert g2p.predict(words[3].lower()) == expected[3]  # the source tokenizer lowercases
+    assert (trained_seq2seq.run_dir / "best" / "target_tokenizer.json").is_file()
+
+
+def test_batched_beam_equals_one_by_one_on_a_real_model(trained_seq2seq):
+    g2p = seqkit.Seq2Seq.from_pretrained(trained_seq2seq.run_dir / "best", device="cpu")
+    words = ["seqkit", "tokenizer", "rnn", "a", "zebra"]  # not in training: the beams differ
+    together = g2p.predict(words, beam=3)
+    assert together == [g2p.predict(word, beam=3) for word in words]
+    assert g2p.predict(words, beam=1) == g2p.predict(words)  # beam 1 is greedy
+
+
+def test_round_trip_in_a_fresh_process(trained_seq2seq):
+    best = trained_seq2seq.run_dir / "best"
+    here = seqkit.Seq2Seq.from_pretrained(best, device="cpu").predict(["seqkit", "abbe"], beam=5)
+    code = f"import json, seqkit; print(json.dumps(seqkit.load({str(best)!r}, device='cpu').predict(['seqkit', 'abbe'], beam=5)))"
+    assert json.loads(run_python(code, best)) == here
+
+
+def test_cli_predict_eval_and_info(trained_seq2seq):
+    best = str(trained_seq2seq.run_dir / "best")
+    runner = CliRunner()
+    word, phonemes = _pairs(short_pairs(40))[0]
+    result = runner.invoke(main, ["predict", best, "-", "--beam", "3"], input=f"{word}\n")
+    assert result.exit_code == 0, result.output
+    assert result.output == f"{word}\t{phonemes}\n"
+    result = runner.invoke(main, ["predict", best, "-", "--format", "jsonl"], input=f"{word}\n")
+    assert json.loads(result.output) == {"text": word, "output": phonemes.strip().split()}
+    data = trained_seq2seq.run_dir.parent.parent / "pairs.tsv"
+    result = runner.invoke(main, ["eval", best, "--data", str(data), "--beam", "2"])
+    assert result.exit_code == 0 and "beam 2 decoding" in result.output and "(WER) 0.00%" in result.output
+    assert "luong attention" in runner.invoke(main, ["info", best]).output
+
+
+def test_attention_is_masked_at_padding_and_sums_to_one():
+    torch.manual_seed(0)
+    memory = torch.randn(3, 6, 10)
+    mask = torch.arange(6)[None, :] < torch.tensor([6, 2, 4])[:, None]
+    for kind in ("luong", "bahdanau"):
+        attention = Attention(kind, 8, 10)
+        context, weights = attention(torch.randn(3, 8), memory, attention.keys(memory), mask)
+        assert context.shape == (3, 10)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(3))
+        assert (weights[~mask] == 0).all()
+        garbage = memory.masked_fill(~mask.unsqueeze(-1), 99.0)
+        torch.testing.assert_close(attention(torch.zeros(3, 8), garbage, attention.keys(garbage), mask)[1],
+                                   attention(torch.zeros(3, 8), memory, attention.keys(memory), mask)[1])  # fmt: skip
+
+
+def test_teacher_forcing_schedule_and_loss_falls(tmp_path):
+    recipe = load_recipe(write_seq2seq_recipe(tmp_path, short_pairs(20), teacher_forcing=1.0, teacher_forcing_end=0.5, epochs=3))
+    task = Seq2SeqTask(recipe, Seq2SeqTask.make_tokenizer(recipe))
+    ratios = []
+    for epoch in range(3):
+        task.train_batches(epoch, torch.device("cpu"))
+        ratios.append(task.teacher_forcing)
+    assert ratios == [1.0, 0.75, 0.5]
+
+
+def test_error_rates():
+    assert edit_distance("kitten", "sitting") == 3 and edit_distance([], ["a"]) == 1
+    scores = sequence_error_rates([["K", "AE1", "T"], ["D", "AO1", "G"]], [["K", "AE1", "T"], ["D", "AA1", "G", "Z"]])
+    assert scores == {"per": 2 / 6, "wer": 0.5, "sequences": 2}
+
+
+def test_pair_files_name_file_and_line(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("CAT\tK AE1 T\nDOG D AO1 G\n")
+    with pytest.raises(DataError, match=r"pairs.tsv:2: expected SOURCE<TAB>TARGET, both non-empty; found 1 field"):
+        read_examples(path, targets="text")
+    path.write_text("CAT\tK AE1 T\nDOG\t\n")
+    with pytest.raises(DataError, match=r"pairs.tsv:2: expected SOURCE<TAB>TARGET"):
+        read_examples(path, targets="text")
+    examples = read_examples(CMUDICT / "dev.tsv.gz", targets="text")
+    assert len(examples) == 6146 and examples.targets[0].split()[0].isupper()
