@@ -97,8 +97,10 @@ class LanguageModel(Pretrained):
         top_p: Optional[float] = None,
         seed: Optional[int] = None,
         num: Optional[int] = None,
+        beam: Optional[int] = None,
     ) -> Union[str, list[str]]:
-        """Continue a prompt by sampling.
+        """Continue a prompt by sampling, or by beam search of width ``beam`` (the most
+        likely continuation, up to the end of the paragraph or ``max_tokens``).
 
         Settings left as ``None`` come from the recipe's ``generate`` section. The same
         seed gives the same text.
@@ -106,6 +108,8 @@ class LanguageModel(Pretrained):
         Returns:
             The prompt and its continuation; a list of ``num`` texts when ``num`` is given.
         """
+        if beam and (num or 1) > 1:
+            raise ValueError("beam search gives the single most likely text: leave num out")
         defaults = self.recipe.generate
         texts = generate_text(
             self.model,
@@ -117,6 +121,7 @@ class LanguageModel(Pretrained):
             top_p=top_p if top_p is not None else defaults.top_p,
             num=num or 1,
             seed=seed,
+            beam=beam,
         )
         return texts if num is not None else texts[0]
 

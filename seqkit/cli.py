@@ -253,7 +253,7 @@ def _format_doc(doc, output_format: str) -> str:
 @click.option("--temperature", type=click.FloatRange(min=0.0), help="Sampling temperature; 0 is greedy [default: the recipe's].")
 @click.option("--top-k", type=click.IntRange(min=1), help="Sample among the K most likely tokens.")
 @click.option("--top-p", type=click.FloatRange(min=0.0, max=1.0, min_open=True), help="Sample within the nucleus of probability P.")
-@click.option("--beam", type=click.IntRange(min=1), help="Beam search of this width instead of sampling: the single best text (generators).")
+@click.option("--beam", type=click.IntRange(min=1), help="Beam search of this width instead of sampling: the single most likely text.")
 @click.option("--seed", type=int, help="Seed: the same seed gives the same text.")
 def generate(checkpoint: Path, prompt: str, condition: Optional[str], num: int, max_tokens: Optional[int], temperature: Optional[float],
              top_k: Optional[int], top_p: Optional[float], beam: Optional[int], seed: Optional[int]) -> None:  # fmt: skip
@@ -274,9 +274,11 @@ def generate(checkpoint: Path, prompt: str, condition: Optional[str], num: int, 
         return
     if not isinstance(model, LanguageModel):
         raise click.UsageError(f"{checkpoint} holds a {model.task} model; generate needs a language model or a generator")
-    if condition is not None or beam is not None:
-        raise click.UsageError("--condition and --beam are for generators; a language model continues a --prompt by sampling")
-    texts = model.generate(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num=num)
+    if condition is not None:
+        raise click.UsageError("--condition is for generators; a language model continues a --prompt")
+    if beam and num > 1:
+        raise click.UsageError("--beam gives the single best text; leave --num out")
+    texts = model.generate(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num=num, beam=beam)
     click.echo("\n\n".join(texts))
 
 

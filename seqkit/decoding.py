@@ -252,16 +252,41 @@ def generate_text(
     top_p: Optional[float] = None,
     num: int = 1,
     seed: Optional[int] = None,
+    beam: Optional[int] = None,
 ) -> list[str]:
-    """Continue ``prompt`` ``num`` times; each text starts with the prompt.
+    """Continue ``prompt`` ``num`` times by sampling, or once by beam search of width
+    ``beam`` (up to the end of the paragraph, ``<eos>``); each text starts with the prompt.
 
     Generation starts after an ``<eos>``, as a new paragraph would; ``<pad>`` and
     ``<unk>`` are never generated, and each generated ``<eos>`` becomes a line break.
     """
     ids = special_ids(tokenizer)
     prompt_ids = tokenizer.encode(prompt).ids if prompt else []
+    context = [ids.eos, *prompt_ids]
+    if beam:
+        return [decode(tokenizer, prompt_ids + beam_language_model(model, context, max_tokens, beam, ids.eos, (ids.pad, ids.unk)))]
     generated = sample_language_model(
-        model, [ids.eos, *prompt_ids], max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        model, context, max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
         num=num, seed=seed, banned_ids=(ids.pad, ids.unk),
     )  # fmt: skip
     return [decode(tokenizer, prompt_ids + continuation) for continuation in generated]
+
+
+@torch.inference_mode()
+def beam_language_model(model: SequenceModel, context: list[int], max_tokens: int, beam: int, end_id: int, banned_ids: Iterable[int] = ()) -> list[int]:
+    """The most likely continuation of ``context`` (beam search) up to ``end_id``, which is
+    left out, or ``max_tokens``."""
+    model.eval()
+    device = next(model.parameters()).device
+    zeros = torch.zeros(model.encoder.state_shape(1), device=device)
+    state = (zeros, zeros.clone()) if model.encoder.cell == "lstm" else zeros
+    if len(context) > 1:
+        _, state = model(torch.tensor([context[:-1]], device=device), state=state)
+
+    def step(tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        logits, state = model(tokens[:, None], state=state)
+        return logits[:, -1], state
+
+    first = torch.tensor([context[-1]], device=device)
+    [(best, _)] = beam_search(step, first, state, reorder_rnn_state, max_tokens, beam=beam, end_id=end_id, banned_ids=banned_ids)
+    return best

@@ -191,3 +191,20 @@ def test_recipe_may_name_an_existing_tokenizer(tiny_recipe):
     second = train(load_recipe(tiny_recipe, ["train.max_steps=2", f"tokenizer.path={first / 'tokenizer.json'}", "output_dir=runs/reuse"]), quiet=True)
     assert (second.run_dir / "tokenizer.json").read_text() == (first / "tokenizer.json").read_text()
     assert seqkit.load(second.run_dir / "best", device="cpu").tokenizer.encode("ab").tokens == ["a", "b"]
+
+
+def test_beam_search_continues_a_prompt(tiny_recipe):
+    from seqkit.decoding import beam_language_model, generate_text, sample_language_model
+    from seqkit.tokenize import special_ids
+
+    run_dir = train(load_recipe(tiny_recipe, ["train.max_steps=20"]), quiet=True).run_dir
+    lm = seqkit.LanguageModel.from_pretrained(run_dir / "best", device="cpu")
+    ids = special_ids(lm.tokenizer)
+    context = [ids.eos, *lm.tokenizer.encode("the whale").ids]
+    greedy = sample_language_model(lm.model, context, 12, temperature=0, banned_ids=(ids.pad, ids.unk))[0]
+    greedy = greedy[: greedy.index(ids.eos)] if ids.eos in greedy else greedy
+    assert beam_language_model(lm.model, context, 12, 1, ids.eos, (ids.pad, ids.unk)) == greedy  # beam 1 is greedy
+    text = lm.generate("the whale", beam=4, max_tokens=12)
+    assert text.startswith("the whale") and text == generate_text(lm.model, lm.tokenizer, "the whale", 12, beam=4)[0]
+    with pytest.raises(ValueError, match="leave num out"):
+        lm.generate("the whale", beam=4, num=2)
