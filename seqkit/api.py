@@ -14,6 +14,7 @@
     clf.predict("WIN a FREE cruise, click here")          # Prediction(label, probabilities)
 
     seqkit.load("runs/lm/best")          # the right class for the checkpoint's task
+    seqkit.load("https://example.org/ner.tar.gz#sha256=...")   # or an archive, or its URL
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Recipe
 from .decoding import generate_text
 from .data import read_conll
+from .hub import resolve
 from .labels import LabelSet, Targets, spans
 from .model import SequenceModel
 from .runtime import resolve_device
@@ -57,14 +59,22 @@ class Pretrained:
         return next(self.model.parameters()).device
 
     @classmethod
-    def from_pretrained(cls, path: Union[str, Path], device: str = "auto"):
-        """Load a checkpoint directory (``runs/NAME/best`` or ``last``).
+    def from_pretrained(cls, path: Union[str, Path], device: str = "auto", sha256: Optional[str] = None):
+        """Load a checkpoint: a directory (``runs/NAME/best`` or ``last``), an archive of one
+        that ``seqkit export`` wrote, or the URL of such an archive (downloaded once into
+        the cache; see ``seqkit.hub``).
 
         Args:
-            path: the checkpoint directory.
+            path: the checkpoint directory, ``.tar.gz`` / ``.tgz`` / ``.zip`` archive, or
+                ``http(s)://`` URL (optionally ending in ``#sha256=HEX``).
             device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
+            sha256: the SHA-256 (hex) the archive must have.
+
+        Raises:
+            CheckpointError: the checkpoint cannot be found, fetched, unpacked or read.
+            TypeError: it holds another task's model than this class loads.
         """
-        checkpoint = load_checkpoint(path, resolve_device(device))
+        checkpoint = load_checkpoint(resolve(path, sha256=sha256), resolve_device(device))
         task = checkpoint.recipe.task
         if cls.task and task != cls.task:
             raise TypeError(f"{path} holds a {task} checkpoint; load it with seqkit.load() or seqkit.{_API[task].__name__}")
@@ -461,6 +471,7 @@ _API: dict[str, type[Pretrained]] = {
 }
 
 
-def load(path: Union[str, Path], device: str = "auto") -> Pretrained:
-    """Load any seqkit checkpoint as the API class of its task."""
-    return Pretrained.from_pretrained(path, device)
+def load(path: Union[str, Path], device: str = "auto", sha256: Optional[str] = None) -> Pretrained:
+    """Load any seqkit checkpoint -- a directory, an archive or a URL, as ``from_pretrained``
+    takes -- as the API class of its task."""
+    return Pretrained.from_pretrained(path, device, sha256)

@@ -236,7 +236,9 @@ def load_trainer_state(directory: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling errors come in many types
-        raise CheckpointError(path, f"refused or unreadable ({str(error).splitlines()[0]})") from None
+        if str(error).startswith("Weights only load failed"):  # torch's own first line advises weights_only=False: not here
+            raise CheckpointError(path, "refused: unpickling it would run code or build objects other than tensors and plain data") from None
+        raise CheckpointError(path, f"unreadable ({str(error).splitlines()[0]})") from None
 
 
 def readable_directory(directory: str | Path) -> Path:

@@ -43,7 +43,11 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="seqkit")
 def main() -> None:
-    """RNN, GRU and LSTM sequence models for text: train from a recipe, then use them."""
+    """RNN, GRU and LSTM sequence models for text: train from a recipe, then use them.
+
+    A CHECKPOINT is a checkpoint directory (runs/NAME/best), an archive of one that
+    seqkit export wrote, or the http(s) URL of such an archive (URL#sha256=HEX verifies it).
+    """
 
 
 @main.command()
@@ -80,12 +84,12 @@ def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], r
 
 
 @main.command(name="eval")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("checkpoint")  # a string: a URL is no path (pathlib folds its "//")
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="The file to evaluate on.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of text.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Sequences (or rows, for a language model) per batch.")
 @click.option("--beam", type=click.IntRange(min=1), help="seq2seq: beam search of this width instead of greedy decoding.")
-def evaluate(checkpoint: Path, data_path: Path, as_json: bool, batch_size: Optional[int], beam: Optional[int]) -> None:
+def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Optional[int], beam: Optional[int]) -> None:
     """Evaluate CHECKPOINT on a data file: perplexity for a language model; entity
     precision, recall and F1 (per type and micro) for a tagger; accuracy, macro-F1 and
     per-class scores for a classifier; MAE and RMSE (and the mean baseline's) for regression."""
@@ -129,14 +133,14 @@ def evaluate(checkpoint: Path, data_path: Path, as_json: bool, batch_size: Optio
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("checkpoint")
 @click.argument("input_file", metavar="[INPUT|-]", default="-", type=click.File("r", encoding="utf-8"))
 @click.option("--format", "output_format", type=click.Choice(["text", "jsonl", "conll"]), default="text", show_default=True,
               help="text: a tagger marks entities [like this](label), a classifier prints label, probability and text, "
                    "a regression model its value(s) and text; jsonl: one JSON object per input; conll (taggers): a token and its tag a line.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--beam", type=click.IntRange(min=1), help="seq2seq: beam search of this width instead of greedy decoding.")
-def predict(checkpoint: Path, input_file, output_format: str, batch_size: int, beam: Optional[int]) -> None:
+def predict(checkpoint: str, input_file, output_format: str, batch_size: int, beam: Optional[int]) -> None:
     """Tag, classify, score or transduce each input of INPUT with CHECKPOINT: one text a line, or
     JSON Lines (a .jsonl file) with the text in "text" (or the recipe's data.input_field;
     a tagger also takes pre-tokenized "tokens"); - reads stdin. Inputs are read and
@@ -245,7 +249,7 @@ def _format_doc(doc, output_format: str) -> str:
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("checkpoint")
 @click.option("--prompt", default="", help="Text to continue (language models).")
 @click.option("--condition", help="What to generate from (generators: e.g. female); see seqkit info.")
 @click.option("--num", default=1, show_default=True, type=click.IntRange(min=1), help="How many texts.")
@@ -255,7 +259,7 @@ def _format_doc(doc, output_format: str) -> str:
 @click.option("--top-p", type=click.FloatRange(min=0.0, max=1.0, min_open=True), help="Sample within the nucleus of probability P.")
 @click.option("--beam", type=click.IntRange(min=1), help="Beam search of this width instead of sampling: the single most likely text.")
 @click.option("--seed", type=int, help="Seed: the same seed gives the same text.")
-def generate(checkpoint: Path, prompt: str, condition: Optional[str], num: int, max_tokens: Optional[int], temperature: Optional[float],
+def generate(checkpoint: str, prompt: str, condition: Optional[str], num: int, max_tokens: Optional[int], temperature: Optional[float],
              top_k: Optional[int], top_p: Optional[float], beam: Optional[int], seed: Optional[int]) -> None:  # fmt: skip
     """Generate text from a language model or a generator CHECKPOINT."""
     from .api import Generator, LanguageModel, load
@@ -283,8 +287,8 @@ def generate(checkpoint: Path, prompt: str, condition: Optional[str], num: int, 
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-def info(checkpoint: Path) -> None:
+@click.argument("checkpoint")
+def info(checkpoint: str) -> None:
     """Describe CHECKPOINT: task, sizes, tokenizer, metrics, version."""
     from .api import load
     from .model import count_parameters
@@ -323,6 +327,20 @@ def info(checkpoint: Path) -> None:
     lines.append(f"step         {meta.get('step', '?')} (epoch {meta.get('epoch', '?')})")
     lines.append(f"written by   seqkit {meta.get('seqkit_version', '?')}, format {meta.get('format_version', '?')}, {meta.get('created', '?')}")
     click.echo("\n".join(lines))
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+def export(checkpoint: Path, archive: Path) -> None:
+    """Write the checkpoint directory CHECKPOINT as ARCHIVE (.tar.gz, .tgz or .zip) to share
+    it: everything needed to use the model, not the trainer state. Prints the archive's
+    size and SHA-256, to publish its URL as URL#sha256=HEX."""
+    from .hub import export as export_archive
+
+    exported = export_archive(checkpoint, archive)
+    click.echo(f"wrote {exported.path} ({_number(exported.size)} bytes)")
+    click.echo(f"sha256 {exported.sha256}")
 
 
 def _number(value: Any) -> str:
