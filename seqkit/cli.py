@@ -343,6 +343,23 @@ def export(checkpoint: Path, archive: Path) -> None:
     click.echo(f"sha256 {exported.sha256}")
 
 
+@main.command(name="export-embeddings")
+@click.argument("checkpoint")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+def export_embeddings(checkpoint: str, output: Path) -> None:
+    """Write CHECKPOINT's input word vectors to OUTPUT in the word2vec / GloVe text format
+    (a COUNT DIMENSION header, then a word and its numbers a line), which a recipe's
+    model.embeddings.pretrained reads back."""
+    from .api import load
+    from .vectors import write_vectors
+
+    model = load(checkpoint, device="cpu")
+    if model.tokenizer is None:
+        raise click.UsageError(f"{checkpoint} reads vectors, not words: it has no word embedding")
+    count = write_vectors(model.model.embedding.embedding, model.tokenizer, output)
+    click.echo(f"wrote {count:,} vectors of {model.recipe.model.embedding_dim} numbers to {output}")
+
+
 def _number(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"

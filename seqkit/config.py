@@ -75,10 +75,18 @@ class TokenizerConfig(_Section):
     vocab_size: Optional[int] = Field(None, ge=8)  # null: word/char keep all, bpe 8000
 
 
+class EmbeddingsConfig(_Section):
+    """Where the word vectors start from."""
+
+    pretrained: Optional[str] = None  # a word2vec / GloVe text file (header line optional); null: random
+    freeze: bool = False  # keep the pretrained vectors fixed during training
+
+
 class ModelConfig(_Section):
     """Embedding -> RNN/GRU/LSTM encoder -> task head."""
 
     embedding_dim: int = Field(128, ge=1)
+    embeddings: EmbeddingsConfig = EmbeddingsConfig()
     encoder: Literal["rnn", "gru", "lstm"] = "lstm"
     nonlinearity: Literal["tanh", "relu"] = "tanh"
     hidden_size: int = Field(256, ge=1)
@@ -272,6 +280,10 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
         problems.append((("model", "pooling"), "a classifier gives one label per input: use last, mean, max or attention (a label per token is task: tagging)"))
     if isinstance(train.class_weights, dict) and any(weight <= 0 for weight in train.class_weights.values()):
         problems.append((("train", "class_weights"), "weights must be positive"))
+    if model.embeddings.freeze and model.embeddings.pretrained is None:
+        problems.append((("model", "embeddings", "freeze"), "freezes pretrained vectors: set model.embeddings.pretrained too"))
+    if model.embeddings.pretrained is not None and recipe.data.inputs == "vectors":
+        problems.append((("model", "embeddings", "pretrained"), "vector inputs have no embedding to fill"))
     if recipe.data.inputs == "vectors" and model.input_size is None:
         problems.append((("model", "input_size"), "data.inputs is vectors: set the number of values per step"))
     if recipe.data.inputs == "text" and model.input_size is not None:
@@ -309,6 +321,9 @@ def _check_files(data: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
         value = sections[loc[0]].get(loc[1])
         if isinstance(value, str):
             problems += _file_problem(loc, value)
+    embeddings = (data.get("model") or {}).get("embeddings") if isinstance(data.get("model"), dict) else None
+    if isinstance(embeddings, dict) and isinstance(embeddings.get("pretrained"), str):
+        problems += _file_problem(("model", "embeddings", "pretrained"), embeddings["pretrained"])
     return problems
 
 

@@ -37,6 +37,7 @@ from .model import build_model, count_parameters
 from .runtime import autocast, resolve_device, seed_everything, tune_allocator
 from .tasks import TASKS
 from .tokenize import load_tokenizer, special_ids
+from .vectors import load_vectors
 
 # What a resumed run must share with the run it continues; `train` and `generate` may change.
 _FIXED_SECTIONS = ("task", "seed", "data", "tokenizer", "model")
@@ -114,6 +115,12 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
     task = task_class(recipe, tokenizer, labels)
     vocab_size, pad_id = (tokenizer.get_vocab_size(), special_ids(tokenizer).pad) if tokenizer is not None else (None, 0)
     model = build_model(recipe.task, recipe.model, vocab_size, pad_id, task.labels).to(device)
+    embeddings = recipe.model.embeddings
+    if embeddings.pretrained is not None and not resume:
+        coverage = load_vectors(model.embedding.embedding, tokenizer, embeddings.pretrained)
+        say(coverage.describe(embeddings.pretrained) + ("; frozen" if embeddings.freeze else ""))
+    if embeddings.freeze:
+        model.embedding.embedding.weight.requires_grad_(False)
     optimizer = build_optimizer(model, recipe.train)
     steps_per_epoch = task.steps_per_epoch()
     total_steps = min(recipe.train.max_steps or math.inf, (recipe.train.epochs or math.inf) * steps_per_epoch)
@@ -277,7 +284,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer named by ``train.optimizer``."""
-    parameters = list(model.parameters())
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
