@@ -87,6 +87,7 @@ class ModelConfig(_Section):
 
     embedding_dim: int = Field(128, ge=1)
     embeddings: EmbeddingsConfig = EmbeddingsConfig()
+    init_from: Optional[str] = None  # a checkpoint (dir, archive, URL) whose embedding + encoder start this model, and whose tokenizer it reuses
     encoder: Literal["rnn", "gru", "lstm"] = "lstm"
     nonlinearity: Literal["tanh", "relu"] = "tanh"
     hidden_size: int = Field(256, ge=1)
@@ -131,6 +132,9 @@ class TrainConfig(_Section):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     class_weights: Union[None, Literal["balanced"], dict[str, float]] = None  # classification: weight of each class in the loss
     loss: Literal["mse", "huber"] = "mse"  # regression
+    freeze_pretrained: int = Field(0, ge=0)  # model.init_from: epochs during which the loaded tensors stay fixed
+    unfreeze: Literal["all", "gradual"] = "all"  # then: all at once, or one layer group more each epoch, from the top
+    lr_decay_per_layer: float = Field(1.0, ge=1.0)  # discriminative learning rates: each layer group down learns at lr / this
     teacher_forcing: float = Field(1.0, ge=0.0, le=1.0)  # seq2seq: share of decoder steps fed the gold previous token, first epoch
     teacher_forcing_end: Optional[float] = Field(None, ge=0.0, le=1.0)  # seq2seq: ... last epoch (linear in between); null: constant
 
@@ -280,6 +284,12 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
         problems.append((("model", "pooling"), "a classifier gives one label per input: use last, mean, max or attention (a label per token is task: tagging)"))
     if isinstance(train.class_weights, dict) and any(weight <= 0 for weight in train.class_weights.values()):
         problems.append((("train", "class_weights"), "weights must be positive"))
+    if model.init_from is None and (train.freeze_pretrained or train.unfreeze != "all"):
+        problems.append((("train", "freeze_pretrained" if train.freeze_pretrained else "unfreeze"), "freezing applies to tensors loaded by model.init_from: set it"))
+    if model.init_from is not None and recipe.tokenizer.path is not None:
+        problems.append((("tokenizer", "path"), "model.init_from reuses its checkpoint's tokenizer: remove tokenizer.path"))
+    if model.init_from is not None and recipe.data.inputs == "vectors":
+        problems.append((("model", "init_from"), "vector inputs have no embedding to start from: remove it"))
     if model.embeddings.freeze and model.embeddings.pretrained is None:
         problems.append((("model", "embeddings", "freeze"), "freezes pretrained vectors: set model.embeddings.pretrained too"))
     if model.embeddings.pretrained is not None and recipe.data.inputs == "vectors":
@@ -321,9 +331,13 @@ def _check_files(data: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
         value = sections[loc[0]].get(loc[1])
         if isinstance(value, str):
             problems += _file_problem(loc, value)
-    embeddings = (data.get("model") or {}).get("embeddings") if isinstance(data.get("model"), dict) else None
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    embeddings = model.get("embeddings")
     if isinstance(embeddings, dict) and isinstance(embeddings.get("pretrained"), str):
         problems += _file_problem(("model", "embeddings", "pretrained"), embeddings["pretrained"])
+    source = model.get("init_from")
+    if isinstance(source, str) and not source.startswith(("http://", "https://")) and not Path(source).exists() and not Path(source + ".old").is_dir():
+        problems.append((("model", "init_from"), f"not found: {source} (a checkpoint directory, archive or URL)"))
     return problems
 
 

@@ -33,10 +33,12 @@ from .checkpoint import (
 from .config import Recipe, TrainConfig, dump_recipe
 from .encoders import State
 from .errors import RecipeError, SeqkitError
+from .hub import resolve
 from .model import build_model, count_parameters
 from .runtime import autocast, resolve_device, seed_everything, tune_allocator
 from .tasks import TASKS
 from .tokenize import load_tokenizer, special_ids
+from .transfer import apply_freezing, layer_groups, parameter_groups, trainable_groups, transfer_weights
 from .vectors import load_vectors
 
 # What a resumed run must share with the run it continues; `train` and `generate` may change.
@@ -66,6 +68,7 @@ class Progress:
     best_step: Optional[int] = None
     evals_without_improvement: int = 0
     finished: bool = False
+    transferred: list[str] = field(default_factory=list)  # tensors model.init_from loaded (gradual unfreezing)
 
 
 @dataclass
@@ -109,6 +112,9 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
     if resume:
         tokenizer = None if vectors else load_tokenizer(run_dir / TOKENIZER)
         labels = read_labels(run_dir, recipe.task) if has_labels(run_dir) else None
+    elif recipe.model.init_from is not None:  # transfer: the source's tokenizer, so its embedding rows mean the same words
+        source = resolve(recipe.model.init_from)
+        tokenizer, labels = load_tokenizer(source / TOKENIZER), None
     else:
         tokenizer = load_tokenizer(recipe.tokenizer.path) if recipe.tokenizer.path and not vectors else task_class.make_tokenizer(recipe)
         labels = None
@@ -121,6 +127,13 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
         say(coverage.describe(embeddings.pretrained) + ("; frozen" if embeddings.freeze else ""))
     if embeddings.freeze:
         model.embedding.embedding.weight.requires_grad_(False)
+    fixed = {name for name, parameter in model.named_parameters() if not parameter.requires_grad}
+    groups = layer_groups(model)
+    transferred: set[str] = set()
+    if recipe.model.init_from is not None and not resume:
+        report = transfer_weights(model, source)
+        say(report.describe())
+        transferred = set(report.loaded)
     optimizer = build_optimizer(model, recipe.train)
     steps_per_epoch = task.steps_per_epoch()
     total_steps = min(recipe.train.max_steps or math.inf, (recipe.train.epochs or math.inf) * steps_per_epoch)
@@ -135,6 +148,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         progress = Progress(**state["progress"])
+        transferred = set(progress.transferred)
         carry = _to_device(state["carry"], device)
         interval.load_state_dict(state["interval"])
         torch.set_rng_state(state["rng"]["cpu"])
@@ -174,7 +188,10 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
                disable=quiet or not sys.stdout.isatty(), dynamic_ncols=True, leave=False)  # fmt: skip
     stop = _StopSignal()
     with stop:
+        progress.transferred = sorted(transferred)
         while not progress.finished and progress.epoch < epochs:
+            if transferred:  # which loaded layers train this epoch: a function of the epoch, so resume agrees
+                apply_freezing(model, groups, transferred, trainable_groups(progress.epoch, len(groups), recipe.train), fixed)
             batches = task.train_batches(progress.epoch, device)
             for index in range(progress.batch_in_epoch, len(batches)):
                 model.train()
@@ -283,8 +300,9 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer named by ``train.optimizer``."""
-    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    """The optimizer named by ``train.optimizer``, with one parameter group per layer group
+    (``transfer.parameter_groups``: discriminative learning rates when asked for)."""
+    parameters = parameter_groups(model, config)
     if config.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam

@@ -1,0 +1,116 @@
+"""Transfer: start a model from another checkpoint's embedding and encoder (a language model
+pretrained on raw text, ULMFiT-style), then free its layers gradually, each with its own
+learning rate.
+
+``transfer_weights`` copies every ``embedding.*`` and ``encoder.*`` tensor whose name and
+shape match, and reports what was loaded, what is new and what was skipped for a shape
+mismatch. ``layer_groups`` orders the model's parameters from the top (head and anything
+new) down to the embedding; ``trainable_groups`` says, for an epoch, how many of them train.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from .checkpoint import WEIGHTS
+from .config import TrainConfig
+from .errors import CheckpointError
+
+TRANSFERRED_PREFIXES = ("embedding.", "encoder.")
+_LAYER = re.compile(r"^encoder\.rnn\.\w+_l(\d+)(_reverse)?$")
+
+
+@dataclass
+class TransferReport:
+    """What ``transfer_weights`` did, tensor by tensor."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)  # in this model, not taken from the source
+    skipped: list[str] = field(default_factory=list)  # "name (source shape -> this shape)"
+
+    def describe(self) -> str:
+        lines = [f"init_from {self.source}: loaded {len(self.loaded)} tensors, {len(self.new)} new, {len(self.skipped)} skipped (shape)"]
+        lines += [f"  loaded  {name}" for name in self.loaded]
+        lines += [f"  skipped {name}" for name in self.skipped]
+        lines += [f"  new     {name}" for name in self.new]
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def transfer_weights(model: nn.Module, source: str | Path) -> TransferReport:
+    """Copy the source checkpoint's embedding and encoder tensors into ``model`` where the
+    name and shape match.
+
+    Raises:
+        CheckpointError: the source has no readable weights.
+    """
+    path = Path(source) / WEIGHTS
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(path, f"cannot read the weights to start from ({error})") from None
+    report = TransferReport(str(source))
+    for name, tensor in model.state_dict().items():
+        stored = tensors.get(name) if name.startswith(TRANSFERRED_PREFIXES) else None
+        if stored is None:
+            report.new.append(name)
+        elif stored.shape != tensor.shape:
+            report.skipped.append(f"{name} ({tuple(stored.shape)} -> {tuple(tensor.shape)})")
+        else:
+            tensor.copy_(stored)
+            report.loaded.append(name)
+    return report
+
+
+def layer_groups(model: nn.Module) -> list[list[str]]:
+    """Parameter names from the top down: the head and everything else first, then each
+    encoder layer from the last to the first, then the embedding (and character features)."""
+    names = [name for name, _ in model.named_parameters()]
+    layers = sorted({int(match.group(1)) for name in names if (match := _LAYER.match(name))}, reverse=True)
+    embedding = [name for name in names if name.startswith("embedding.")]
+    by_layer = [[name for name in names if (match := _LAYER.match(name)) and int(match.group(1)) == layer] for layer in layers]
+    grouped = {name for group in [embedding, *by_layer] for name in group}
+    return [[name for name in names if name not in grouped], *by_layer, embedding]
+
+
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """Optimizer parameter groups, one per layer group, top first; with
+    ``train.lr_decay_per_layer`` the k-th group from the top learns at ``lr / decay**k``
+    (discriminative learning rates). Parameters frozen for good (``requires_grad`` off
+    before training: fixed pretrained vectors) are left out."""
+    parameters = dict(model.named_parameters())
+    groups = []
+    for depth, names in enumerate(layer_groups(model)):
+        chosen = [parameters[name] for name in names if parameters[name].requires_grad]
+        if chosen:
+            groups.append({"params": chosen, "lr": config.lr / config.lr_decay_per_layer**depth, "names": names})
+    return groups
+
+
+def trainable_groups(epoch: int, num_groups: int, config: TrainConfig) -> int:
+    """How many layer groups, from the top, train in ``epoch`` (the rest keep the weights
+    they were loaded with): only the top one during the first ``train.freeze_pretrained``
+    epochs; then all of them, or (``train.unfreeze: gradual``) one more each epoch."""
+    if epoch < config.freeze_pretrained:
+        return 1
+    if config.unfreeze == "all":
+        return num_groups
+    return min(num_groups, 2 + epoch - config.freeze_pretrained)
+
+
+def apply_freezing(model: nn.Module, groups: list[list[str]], loaded: set[str], count: int, fixed: set[str]) -> None:
+    """Let the top ``count`` groups train; below them, freeze the loaded tensors. New
+    tensors always train, wherever they are; ``fixed`` ones (frozen pretrained vectors) never do."""
+    parameters = dict(model.named_parameters())
+    for depth, names in enumerate(groups):
+        for name in names:
+            if name in loaded and name not in fixed:
+                parameters[name].requires_grad_(depth < count)

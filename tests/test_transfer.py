@@ -1,0 +1,76 @@
+"""Transfer: a classifier started from a language model's embedding and encoder, frozen
+at first, then unfrozen layer by layer with discriminative learning rates."""
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from helpers import SPAM, TINY_CLASSIFIER, first_records, write_jsonl
+from seqkit.config import TrainConfig, load_recipe
+from seqkit.errors import RecipeError
+from seqkit.model import build_model
+from seqkit.train import train
+from seqkit.transfer import layer_groups, parameter_groups, trainable_groups
+
+
+@pytest.fixture
+def lm_run(tiny_recipe):
+    return train(load_recipe(tiny_recipe, ["train.max_steps=10"]), quiet=True).run_dir  # embedding 16, LSTM 2 x 24
+
+
+def _classifier(directory, lm_dir, **train_settings):
+    write_jsonl(directory / "spam.jsonl", first_records(SPAM, 8, per="label"))
+    recipe = {**TINY_CLASSIFIER, "output_dir": str(directory / "runs" / "clf"),
+              "data": {**TINY_CLASSIFIER["data"], "train": str(directory / "spam.jsonl"), "valid": str(directory / "spam.jsonl")},
+              "model": {**TINY_CLASSIFIER["model"], "embedding_dim": 16, "hidden_size": 24, "num_layers": 2, "init_from": str(lm_dir / "best")},
+              "train": {**TINY_CLASSIFIER["train"], **train_settings}}  # fmt: skip
+    path = directory / "clf.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def _weights(run_dir):
+    return load_file(str(run_dir / "last" / "model.safetensors"))
+
+
+def test_init_from_reports_loaded_new_and_skipped_and_reuses_the_tokenizer(lm_run, tmp_path, capsys):
+    result = train(load_recipe(_classifier(tmp_path, lm_run, epochs=1, freeze_pretrained=1)), quiet=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("loaded 8 tensors, 13 new, 1 skipped (shape)")
+    assert "  loaded  embedding.embedding.weight" in lines and "  loaded  encoder.rnn.weight_ih_l0" in lines
+    assert "  skipped encoder.rnn.weight_ih_l1 ((96, 24) -> (96, 48))" in lines  # layer 2 reads both directions now
+    assert "  new     encoder.rnn.weight_ih_l0_reverse" in lines and "  new     head.output.weight" in lines
+    assert (result.run_dir / "tokenizer.json").read_text() == (lm_run / "tokenizer.json").read_text()
+    lm, clf = load_file(str(lm_run / "best" / "model.safetensors")), _weights(result.run_dir)
+    for name in ("embedding.embedding.weight", "encoder.rnn.weight_ih_l0", "encoder.rnn.weight_hh_l1"):
+        torch.testing.assert_close(clf[name], lm[name], rtol=0, atol=0)  # frozen during the frozen epoch
+    assert not torch.equal(clf["encoder.rnn.weight_ih_l0_reverse"], torch.zeros_like(clf["encoder.rnn.weight_ih_l0_reverse"]))
+
+
+def test_gradual_unfreezing_frees_one_layer_group_per_epoch(lm_run, tmp_path):
+    result = train(load_recipe(_classifier(tmp_path, lm_run, epochs=2, freeze_pretrained=1, unfreeze="gradual")), quiet=True)
+    lm, clf = load_file(str(lm_run / "best" / "model.safetensors")), _weights(result.run_dir)
+    assert not torch.equal(clf["encoder.rnn.weight_hh_l1"], lm["encoder.rnn.weight_hh_l1"])  # the top layer: free in epoch 2
+    torch.testing.assert_close(clf["encoder.rnn.weight_hh_l0"], lm["encoder.rnn.weight_hh_l0"], rtol=0, atol=0)  # not yet
+    torch.testing.assert_close(clf["embedding.embedding.weight"], lm["embedding.embedding.weight"], rtol=0, atol=0)
+
+
+def test_layer_groups_and_discriminative_learning_rates(tiny_recipe):
+    recipe = load_recipe(tiny_recipe)
+    model = build_model("language_model", recipe.model, 50, 0)
+    groups = layer_groups(model)
+    assert groups[1][0].startswith("encoder.rnn.") and groups[1][0].endswith("_l1")
+    assert groups[-1] == ["embedding.embedding.weight"] and "head.output.bias" in groups[0]
+    config = TrainConfig(lr=0.01, lr_decay_per_layer=2.0)
+    assert [group["lr"] for group in parameter_groups(model, config)] == [0.01, 0.005, 0.0025, 0.00125]
+    gradual = TrainConfig(freeze_pretrained=2, unfreeze="gradual")
+    assert [trainable_groups(epoch, 4, gradual) for epoch in range(6)] == [1, 1, 2, 3, 4, 4]
+    assert [trainable_groups(epoch, 4, TrainConfig(freeze_pretrained=1)) for epoch in range(3)] == [1, 4, 4]
+
+
+def test_transfer_settings_need_init_from(tiny_recipe):
+    with pytest.raises(RecipeError, match="train.freeze_pretrained: freezing applies to tensors loaded by model.init_from"):
+        load_recipe(tiny_recipe, ["train.freeze_pretrained=1"])
+    with pytest.raises(RecipeError, match="model.init_from: not found: nowhere"):
+        load_recipe(tiny_recipe, ["model.init_from=nowhere"])
