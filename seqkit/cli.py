@@ -324,6 +324,10 @@ def info(checkpoint: str) -> None:
         lines.append("targets      " + ", ".join(f"{name} (mean {_number(mean)}, std {_number(std)})" for name, mean, std in zip(scale.names, scale.mean, scale.std)))
     for split, metrics in (meta.get("metrics") or {}).items():
         lines.append(f"{split:<12} " + ", ".join(f"{name} {_number(value)}" for name, value in metrics.items() if not isinstance(value, dict)))
+    if m.init_from is not None:
+        lines.append(f"started from {m.init_from}")
+    if m.embeddings.pretrained is not None:
+        lines.append(f"word vectors {m.embeddings.pretrained}{' (frozen)' if m.embeddings.freeze else ''}")
     lines.append(f"step         {meta.get('step', '?')} (epoch {meta.get('epoch', '?')})")
     lines.append(f"written by   seqkit {meta.get('seqkit_version', '?')}, format {meta.get('format_version', '?')}, {meta.get('created', '?')}")
     click.echo("\n".join(lines))

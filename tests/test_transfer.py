@@ -4,9 +4,11 @@ at first, then unfrozen layer by layer with discriminative learning rates."""
 import pytest
 import torch
 import yaml
+from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from helpers import SPAM, TINY_CLASSIFIER, first_records, write_jsonl
+from seqkit.cli import main
 from seqkit.config import TrainConfig, load_recipe
 from seqkit.errors import RecipeError
 from seqkit.model import build_model
@@ -46,6 +48,8 @@ def test_init_from_reports_loaded_new_and_skipped_and_reuses_the_tokenizer(lm_ru
     for name in ("embedding.embedding.weight", "encoder.rnn.weight_ih_l0", "encoder.rnn.weight_hh_l1"):
         torch.testing.assert_close(clf[name], lm[name], rtol=0, atol=0)  # frozen during the frozen epoch
     assert not torch.equal(clf["encoder.rnn.weight_ih_l0_reverse"], torch.zeros_like(clf["encoder.rnn.weight_ih_l0_reverse"]))
+    info = CliRunner().invoke(main, ["info", str(result.run_dir / "best")])
+    assert f"started from {lm_run / 'best'}" in info.output
 
 
 def test_gradual_unfreezing_frees_one_layer_group_per_epoch(lm_run, tmp_path):
