@@ -45,7 +45,7 @@ class HoldoutConfig(_Section):
 class DataConfig(_Section):
     """Where the examples come from. Paths are relative to the working directory."""
 
-    train: Optional[str] = None
+    train: Union[None, str, list[str]] = None  # language_model: may be a list of files
     valid: Optional[str] = None
     test: Optional[str] = None
     # tagging: CoNLL columns (0-based; negative counts from the end) and the tags' scheme
@@ -254,6 +254,10 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
         for key, default in (("crf", False), ("char_features", "none")):
             if getattr(model, key) != default:
                 problems.append((("model", key), f"only tagging uses it; remove it or set {default!r}"))
+    if isinstance(recipe.data.train, list) and recipe.task != "language_model":
+        problems.append((("data", "train"), "only a language model reads several training files; give one path"))
+    if isinstance(recipe.data.train, list) and not recipe.data.train:
+        problems.append((("data", "train"), "an empty list: give one or more files"))
     many_to_one = recipe.task in MANY_TO_ONE
     if not many_to_one:
         for section, key, default in (("model", "pooling", "last"), ("data", "inputs", "text"), ("data", "max_length", None),
@@ -329,8 +333,9 @@ def _check_files(data: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
             problems.append((("data", split), f"missing: the path of the {'training' if split == 'train' else 'validation'} file"))
     for loc in (("data", "train"), ("data", "valid"), ("data", "test"), ("tokenizer", "path")):
         value = sections[loc[0]].get(loc[1])
-        if isinstance(value, str):
-            problems += _file_problem(loc, value)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                problems += _file_problem(loc, item)
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     embeddings = model.get("embeddings")
     if isinstance(embeddings, dict) and isinstance(embeddings.get("pretrained"), str):

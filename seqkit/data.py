@@ -56,25 +56,36 @@ def _datasets():
     return datasets
 
 
-def read_text(path: str | Path) -> "datasets.Dataset":
-    """A text file as a ``datasets.Dataset`` with one ``text`` row per line.
+def read_text(path: str | Path | Sequence[str | Path], input_field: str = "text") -> "datasets.Dataset":
+    """Text files as one ``datasets.Dataset`` with a ``text`` row per line, in order.
+
+    ``path`` may be a list of files. A JSON Lines file (``.jsonl``, ``.jsonl.gz``) gives one
+    row per record: its ``input_field`` (so a corpus of records can train a language model).
 
     Raises:
-        DataError: the file is missing, not UTF-8 or holds no text.
+        DataError: a file is missing, not UTF-8, malformed, or there is no text at all.
     """
-    path = Path(path)
+    paths = [Path(item) for item in path] if isinstance(path, (list, tuple)) else [Path(path)]
+    parts = [_read_one_text(item, input_field) for item in paths]
+    dataset = parts[0] if len(parts) == 1 else _datasets().concatenate_datasets(parts)
+    if not any(text.strip() for text in dataset["text"]):
+        raise DataError(paths[0] if len(paths) == 1 else ", ".join(map(str, paths)), "holds no text (every line is blank)")
+    return dataset
+
+
+def _read_one_text(path: Path, input_field: str) -> "datasets.Dataset":
     if not path.is_file():
         raise DataError(path, "file not found" if not path.exists() else "not a file")
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        examples = read_examples(path, input_field, None)
+        return _in_memory_dataset({"text": examples.inputs}, f"jsonl-text:{path.resolve()}:{path.stat().st_mtime_ns}:{input_field}")
     try:
-        dataset = _datasets().load_dataset("text", data_files={"data": str(path)}, split="data")
+        return _datasets().load_dataset("text", data_files={"data": str(path)}, split="data")
     except Exception as error:  # datasets wraps reader errors in its own exception types
         line = _first_undecodable_line(path)
         if line is not None:
             raise DataError(path, "not UTF-8 text (convert the file to UTF-8)", line=line) from None
         raise DataError(path, f"cannot read the file ({error})") from None
-    if not any(text.strip() for text in dataset["text"]):
-        raise DataError(path, "holds no text (every line is blank)")
-    return dataset
 
 
 def tokenize_lines(dataset: "datasets.Dataset", tokenizer: Tokenizer) -> "datasets.Dataset":
@@ -86,10 +97,11 @@ def tokenize_lines(dataset: "datasets.Dataset", tokenizer: Tokenizer) -> "datase
     return dataset.map(encode, batched=True, batch_size=1000, desc="tokenizing")
 
 
-def token_stream(path: str | Path, tokenizer: Tokenizer) -> torch.Tensor:
-    """A whole text file as one 1-D tensor of token ids, ``<eos>`` after each non-empty line."""
+def token_stream(path: str | Path | Sequence[str | Path], tokenizer: Tokenizer, input_field: str = "text") -> torch.Tensor:
+    """Whole text files (``read_text``) as one 1-D tensor of token ids, ``<eos>`` after each
+    non-empty line."""
     eos = tokenizer.token_to_id("<eos>")
-    dataset = tokenize_lines(read_text(path), tokenizer).with_format("numpy", columns=["token_ids"])
+    dataset = tokenize_lines(read_text(path, input_field), tokenizer).with_format("numpy", columns=["token_ids"])
     pieces = []
     for token_ids in dataset["token_ids"]:
         if len(token_ids):

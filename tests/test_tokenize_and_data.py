@@ -115,3 +115,15 @@ def test_tokenized_cache_follows_the_file_and_the_tokenizer(tmp_path):
     assert decode(tokenizer, token_stream(path, tokenizer).tolist()) == "the sea\n"
     other = train_tokenizer("word", ["sea the", "whale"])
     assert token_stream(path, other).tolist() == other.encode("the sea").ids + [special_ids(other).eos]
+
+
+def test_language_model_text_from_several_files_and_json_lines(tmp_path):
+    from helpers import write_jsonl
+
+    (tmp_path / "a.txt").write_text("the whale\n\nthe sea\n", encoding="utf-8")
+    write_jsonl(tmp_path / "b.jsonl", [{"text": "the ship", "year": 1790}, {"text": "the crew"}])
+    dataset = read_text([tmp_path / "a.txt", tmp_path / "b.jsonl"])
+    assert [row for row in dataset["text"] if row] == ["the whale", "the sea", "the ship", "the crew"]
+    (tmp_path / "c.jsonl").write_text('{"text": "ok"}\n{"body": "no"}\n')
+    with pytest.raises(DataError, match=r"c.jsonl:2: no 'text' field"):
+        read_text([tmp_path / "a.txt", tmp_path / "c.jsonl"])

@@ -39,7 +39,7 @@ class LanguageModelTask:
         """Train the recipe's tokenizer on the training text."""
         config = recipe.tokenizer
         return train_tokenizer(
-            config.kind, read_text(recipe.data.train)["text"], lowercase=config.lowercase,
+            config.kind, read_text(recipe.data.train, recipe.data.input_field)["text"], lowercase=config.lowercase,
             min_frequency=config.min_frequency, vocab_size=config.vocab_size, split=config.split,
         )  # fmt: skip
 
@@ -48,8 +48,8 @@ class LanguageModelTask:
         self.tokenizer = tokenizer
         ids = special_ids(tokenizer)
         self.pad_id, self.unk_id = ids.pad, ids.unk
-        self.train_stream = token_stream(recipe.data.train, tokenizer)
-        self.streams = {"valid": token_stream(recipe.data.valid, tokenizer)}
+        self.train_stream = token_stream(recipe.data.train, tokenizer, recipe.data.input_field)
+        self.streams = {"valid": token_stream(recipe.data.valid, tokenizer, recipe.data.input_field)}
 
     def summary(self) -> str:
         return (
@@ -78,7 +78,7 @@ class LanguageModelTask:
     def evaluate(self, model: SequenceModel, precision: str = "fp32", split: str = "valid") -> dict[str, Any]:
         """Metrics on the ``valid`` or ``test`` split of the recipe's data."""
         if split not in self.streams:
-            self.streams[split] = token_stream(getattr(self.recipe.data, split), self.tokenizer)
+            self.streams[split] = token_stream(getattr(self.recipe.data, split), self.tokenizer, self.recipe.data.input_field)
         return evaluate_language_model(
             model, self.streams[split], self.recipe.train.eval_batch_size, self.recipe.train.bptt,
             self.pad_id, self.unk_id, precision,
