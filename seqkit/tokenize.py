@@ -17,11 +17,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from .errors import DataError
+
+if TYPE_CHECKING:
+    from .config import TokenizerConfig
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 SPECIAL_TOKENS = [PAD, UNK, EOS]
@@ -123,6 +126,13 @@ def word_tokenizer(
     if lowercase:
         tokenizer.normalizer = normalizers.Lowercase()
     return tokenizer
+
+
+def tokenizer_for(config: "TokenizerConfig", lines: Iterable[str]) -> Tokenizer:
+    """``train_tokenizer`` with the settings of a recipe's ``tokenizer`` section."""
+    return train_tokenizer(
+        config.kind, lines, lowercase=config.lowercase, min_frequency=config.min_frequency, vocab_size=config.vocab_size, split=config.split
+    )
 
 
 def split_words(tokenizer: Tokenizer, text: str) -> list[tuple[str, tuple[int, int]]]:

@@ -24,7 +24,7 @@ from ..labels import LabelSet
 from ..metrics import perplexity
 from ..model import ConditionedGenerator
 from ..runtime import autocast
-from ..tokenize import special_ids, train_tokenizer
+from ..tokenize import special_ids, tokenizer_for
 from .sequence import class_ids, read_splits
 
 SAMPLES_PER_CONDITION = 100  # generated at each evaluation to count real, copied and new texts
@@ -53,11 +53,7 @@ class GenerationTask:
 
     @staticmethod
     def make_tokenizer(recipe: Recipe) -> Tokenizer:
-        config = recipe.tokenizer
-        return train_tokenizer(
-            config.kind, read_splits(recipe, "class", recipe.data.condition_field)["train"].inputs, lowercase=config.lowercase,
-            min_frequency=config.min_frequency, vocab_size=config.vocab_size, split=config.split,
-        )  # fmt: skip
+        return tokenizer_for(recipe.tokenizer, read_splits(recipe, "class", recipe.data.condition_field)["train"].inputs)
 
     def __init__(self, recipe: Recipe, tokenizer: Tokenizer, labels: Optional[LabelSet] = None):
         self.recipe = recipe

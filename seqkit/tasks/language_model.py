@@ -18,7 +18,7 @@ from ..labels import LabelSet
 from ..metrics import perplexity
 from ..model import SequenceModel
 from ..runtime import autocast
-from ..tokenize import special_ids, train_tokenizer
+from ..tokenize import special_ids, tokenizer_for
 
 
 class LanguageModelTask:
@@ -37,11 +37,7 @@ class LanguageModelTask:
     @staticmethod
     def make_tokenizer(recipe: Recipe) -> Tokenizer:
         """Train the recipe's tokenizer on the training text."""
-        config = recipe.tokenizer
-        return train_tokenizer(
-            config.kind, read_text(recipe.data.train, recipe.data.input_field)["text"], lowercase=config.lowercase,
-            min_frequency=config.min_frequency, vocab_size=config.vocab_size, split=config.split,
-        )  # fmt: skip
+        return tokenizer_for(recipe.tokenizer, read_text(recipe.data.train, recipe.data.input_field)["text"])
 
     def __init__(self, recipe: Recipe, tokenizer: Tokenizer, labels: Optional[LabelSet] = None):
         self.recipe = recipe

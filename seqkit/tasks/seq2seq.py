@@ -24,7 +24,7 @@ from ..decoding import beam_search, sample
 from ..metrics import perplexity, sequence_error_rates
 from ..model import Seq2SeqModel
 from ..runtime import autocast
-from ..tokenize import special_ids, train_tokenizer
+from ..tokenize import special_ids, tokenizer_for
 from .sequence import read_splits
 
 
@@ -51,21 +51,13 @@ class Seq2SeqTask:
     @staticmethod
     def make_tokenizer(recipe: Recipe) -> Tokenizer:
         """The source tokenizer, trained on the training sources."""
-        config = recipe.tokenizer
-        return train_tokenizer(
-            config.kind, read_splits(recipe, "text")["train"].inputs, lowercase=config.lowercase,
-            min_frequency=config.min_frequency, vocab_size=config.vocab_size, split=config.split,
-        )  # fmt: skip
+        return tokenizer_for(recipe.tokenizer, read_splits(recipe, "text")["train"].inputs)
 
     def __init__(self, recipe: Recipe, tokenizer: Tokenizer, labels: Optional[Tokenizer] = None):
         self.recipe = recipe
         self.tokenizer = tokenizer
         self.examples = read_splits(recipe, "text")
-        config = recipe.target_tokenizer or recipe.tokenizer
-        self.labels = labels or train_tokenizer(
-            config.kind, self.examples["train"].targets, lowercase=config.lowercase, min_frequency=config.min_frequency,
-            vocab_size=config.vocab_size, split=config.split,
-        )  # fmt: skip
+        self.labels = labels or tokenizer_for(recipe.target_tokenizer or recipe.tokenizer, self.examples["train"].targets)
         self.source_pad = special_ids(tokenizer).pad
         self.target_ids = special_ids(self.labels)
         self.encoded = {split: self._encode(split) for split in self.examples}

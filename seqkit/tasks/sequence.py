@@ -25,7 +25,7 @@ from ..labels import LabelSet, Targets
 from ..metrics import classification_scores, regression_scores
 from ..model import SequenceModel
 from ..runtime import autocast
-from ..tokenize import special_ids, train_tokenizer
+from ..tokenize import special_ids, tokenizer_for
 
 
 class _SequenceTask:
@@ -41,11 +41,7 @@ class _SequenceTask:
         ``None`` for vector inputs."""
         if recipe.data.inputs == "vectors":
             return None
-        config = recipe.tokenizer
-        return train_tokenizer(
-            config.kind, read_splits(recipe, cls.target_kind)["train"].inputs, lowercase=config.lowercase,
-            min_frequency=config.min_frequency, vocab_size=config.vocab_size, split=config.split,
-        )  # fmt: skip
+        return tokenizer_for(recipe.tokenizer, read_splits(recipe, cls.target_kind)["train"].inputs)
 
     def __init__(self, recipe: Recipe, tokenizer: Optional[Tokenizer], labels: Optional[LabelSet | Targets] = None):
         self.recipe = recipe
