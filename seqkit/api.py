@@ -30,9 +30,10 @@ from tokenizers import Tokenizer
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Recipe
 from .decoding import generate_text
-from .data import read_conll
+from .data import read_conll, read_examples, truncate
 from .hub import resolve
 from .labels import LabelSet, Targets, spans
+from .metrics import sequence_error_rates
 from .model import SequenceModel
 from .runtime import resolve_device
 from .tasks import encode_inputs, evaluate_language_model_file, evaluate_tagger, predict_outputs, predict_tags
@@ -256,8 +257,6 @@ class _SequencePredictor(Pretrained):
         # each token as it stands in the text (before lowercasing or other normalization)
         tokens = [[text[start:end] for start, end in encoding.offsets] for text, encoding in zip(texts, self.tokenizer.encode_batch(texts))]
         data = self.recipe.data
-        from .data import truncate
-
         return [list(truncate(row, data.max_length, data.truncation)) if row else [""] for row in tokens]
 
     @property
@@ -434,9 +433,6 @@ class Seq2Seq(Pretrained):
     def evaluate(self, path: Union[str, Path], batch_size: int = 256, beam: Optional[int] = None) -> dict[str, Any]:
         """Token error rate (``per``) and sequence error rate (``wer``) on a file of pairs
         (``SOURCE<TAB>TARGET`` or JSON Lines), decoding greedily or with ``beam``."""
-        from .data import read_examples
-        from .metrics import sequence_error_rates
-
         data = self.recipe.data
         examples = read_examples(path, data.input_field, data.target_field, data.inputs, "text")
         predicted = self.predict(examples.inputs, beam=beam, batch_size=batch_size)
