@@ -33,7 +33,7 @@ from .decoding import generate_text
 from .data import read_conll, read_examples, truncate
 from .hub import resolve
 from .labels import LabelSet, Targets, spans
-from .metrics import sequence_error_rates
+from .metrics import group_references, sequence_error_rates
 from .model import SequenceModel
 from .runtime import resolve_device
 from .tasks import encode_inputs, evaluate_language_model_file, evaluate_tagger, predict_outputs, predict_tags
@@ -432,12 +432,13 @@ class Seq2Seq(Pretrained):
 
     def evaluate(self, path: Union[str, Path], batch_size: int = 256, beam: Optional[int] = None) -> dict[str, Any]:
         """Token error rate (``per``) and sequence error rate (``wer``) on a file of pairs
-        (``SOURCE<TAB>TARGET`` or JSON Lines), decoding greedily or with ``beam``."""
+        (``SOURCE<TAB>TARGET`` or JSON Lines), decoding greedily or with ``beam``. A source
+        listed more than once has several right answers (e.g. alternative pronunciations)."""
         data = self.recipe.data
         examples = read_examples(path, data.input_field, data.target_field, data.inputs, "text")
-        predicted = self.predict(examples.inputs, beam=beam, batch_size=batch_size)
         gold = [encoding.tokens for encoding in self.labels.encode_batch(examples.targets)]
-        return sequence_error_rates(gold, predicted)
+        sources, references = group_references(examples.inputs, gold)
+        return sequence_error_rates(references, self.predict(sources, beam=beam, batch_size=batch_size))
 
 
 def _is_steps(value: Any) -> bool:

@@ -114,12 +114,28 @@ def edit_distance(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
     return previous[-1]
 
 
-def sequence_error_rates(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict[str, Any]:
+def sequence_error_rates(references: Sequence[Sequence[Sequence[str]]], predicted: Sequence[Sequence[str]]) -> dict[str, Any]:
     """Token error rate -- the edit distance summed over all sequences, divided by the
     reference tokens (for grapheme-to-phoneme: the phoneme error rate, PER) -- and the
     sequence error rate: the share of outputs that are not exactly right (WER, a "word"
-    being one whole output)."""
-    errors = sum(edit_distance(g, p) for g, p in zip(gold, predicted, strict=True))
-    tokens = sum(len(g) for g in gold)
-    wrong = sum(list(g) != list(p) for g, p in zip(gold, predicted))
-    return {"per": errors / max(tokens, 1), "wer": wrong / max(len(gold), 1), "sequences": len(gold)}
+    being one whole output).
+
+    ``references[i]`` holds every acceptable output for item ``i`` (one or more: CMUdict
+    lists alternative pronunciations for some words). An output is right when it equals
+    any of them, and its token errors count against the closest one, as published G2P
+    results are scored."""
+    errors = tokens = wrong = 0
+    for options, output in zip(references, predicted, strict=True):
+        output = list(output)
+        distance, length = min((edit_distance(option, output), len(option)) for option in options)
+        errors, tokens, wrong = errors + distance, tokens + length, wrong + (distance > 0)
+    return {"per": errors / max(tokens, 1), "wer": wrong / max(len(references), 1), "sequences": len(references)}
+
+
+def group_references(sources: Sequence[str], targets: Sequence[Any]) -> tuple[list[str], list[list[Any]]]:
+    """Collect the targets of repeated sources: ``(unique sources in first-seen order,
+    their targets)``, so that a pairs file listing a word twice scores either output as right."""
+    grouped: dict[str, list[Any]] = {}
+    for source, target in zip(sources, targets, strict=True):
+        grouped.setdefault(source, []).append(target)
+    return list(grouped), list(grouped.values())

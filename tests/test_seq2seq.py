@@ -13,7 +13,7 @@ from seqkit.config import load_recipe
 from seqkit.data import read_examples
 from seqkit.decoder import Attention
 from seqkit.errors import DataError
-from seqkit.metrics import edit_distance, sequence_error_rates
+from seqkit.metrics import edit_distance, group_references, sequence_error_rates
 from seqkit.tasks import Seq2SeqTask
 
 
@@ -90,8 +90,17 @@ def test_teacher_forcing_schedule_and_loss_falls(tmp_path):
 
 def test_error_rates():
     assert edit_distance("kitten", "sitting") == 3 and edit_distance([], ["a"]) == 1
-    scores = sequence_error_rates([["K", "AE1", "T"], ["D", "AO1", "G"]], [["K", "AE1", "T"], ["D", "AA1", "G", "Z"]])
+    scores = sequence_error_rates([[["K", "AE1", "T"]], [["D", "AO1", "G"]]], [["K", "AE1", "T"], ["D", "AA1", "G", "Z"]])
     assert scores == {"per": 2 / 6, "wer": 0.5, "sequences": 2}
+
+
+def test_alternative_references_count_as_right_and_errors_go_against_the_closest():
+    sources, references = group_references(["ROUTE", "CAT", "ROUTE"], [["R", "UW1", "T"], ["K", "AE1", "T"], ["R", "AW1", "T"]])
+    assert sources == ["ROUTE", "CAT"] and references == [[["R", "UW1", "T"], ["R", "AW1", "T"]], [["K", "AE1", "T"]]]
+    assert sequence_error_rates(references, [["R", "AW1", "T"], ["K", "AE1", "T"]]) == {"per": 0.0, "wer": 0.0, "sequences": 2}
+    # "R AW1 T S": one insertion against the closest reference (3 tokens), not two errors
+    scores = sequence_error_rates(references, [["R", "AW1", "T", "S"], ["K", "AE1", "T"]])
+    assert scores == {"per": 1 / 6, "wer": 0.5, "sequences": 2}
 
 
 def test_pair_files_name_file_and_line(tmp_path):

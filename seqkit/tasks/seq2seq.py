@@ -6,7 +6,8 @@ The target is read as ``<eos> y1 ... yn <eos>`` with its own tokenizer (the reci
 ``target_tokenizer.json``. Training feeds the decoder the gold previous token with a
 probability that moves from ``train.teacher_forcing`` to ``train.teacher_forcing_end``
 over the epochs (scheduled sampling); validation decodes greedily and reports the token
-error rate (PER) and the sequence error rate (WER).
+error rate (PER) and the sequence error rate (WER); a source listed more than once in a
+file (a word with alternative pronunciations) is right when it matches any of its targets.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tokenizers import Tokenizer
 from ..config import Recipe
 from ..data import bucketed_batches, collate_sequences, read_examples
 from ..decoding import beam_search, sample
-from ..metrics import perplexity, sequence_error_rates
+from ..metrics import group_references, perplexity, sequence_error_rates
 from ..model import Seq2SeqModel
 from ..runtime import autocast
 from ..tokenize import special_ids, tokenizer_for
@@ -121,9 +122,13 @@ class Seq2SeqTask:
             total += float(F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=self.target_ids.pad, reduction="sum"))
             count += int((batch.targets != self.target_ids.pad).sum())
         model.train(was_training)
-        predicted = translate_ids(model, sources, self.target_ids, self.recipe.train.eval_batch_size, beam=beam)
-        gold = [self._tokens(target[1:-1]) for target in targets]
-        scores = sequence_error_rates(gold, [self._tokens(ids) for ids in predicted])
+        # a source listed more than once has several right answers; decode it once
+        first: dict[str, int] = {}
+        for index, text in enumerate(self.examples[split].inputs):
+            first.setdefault(text, index)
+        texts, references = group_references(self.examples[split].inputs, [self._tokens(target[1:-1]) for target in targets])
+        predicted = translate_ids(model, [sources[first[text]] for text in texts], self.target_ids, self.recipe.train.eval_batch_size, beam=beam)
+        scores = sequence_error_rates(references, [self._tokens(ids) for ids in predicted])
         return {"loss": total / max(count, 1), "perplexity": perplexity(total, count), **scores}
 
     def _tokens(self, ids: Sequence[int]) -> list[str]:
