@@ -87,7 +87,8 @@ class ModelConfig(_Section):
 
     embedding_dim: int = Field(128, ge=1)
     embeddings: EmbeddingsConfig = EmbeddingsConfig()
-    init_from: Optional[str] = None  # a checkpoint (dir, archive, URL) whose embedding + encoder start this model, and whose tokenizer it reuses
+    init_from: Optional[str] = None  # a checkpoint (dir, archive, URL) whose embedding + encoder start this model
+    init_vocabulary: Literal["source", "task"] = "source"  # init_from: reuse its tokenizer, or train this task's own and copy the rows of the words both know
     encoder: Literal["rnn", "gru", "lstm"] = "lstm"
     nonlinearity: Literal["tanh", "relu"] = "tanh"
     hidden_size: int = Field(256, ge=1)
@@ -290,8 +291,10 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
         problems.append((("train", "class_weights"), "weights must be positive"))
     if model.init_from is None and (train.freeze_pretrained or train.unfreeze != "all"):
         problems.append((("train", "freeze_pretrained" if train.freeze_pretrained else "unfreeze"), "freezing applies to tensors loaded by model.init_from: set it"))
-    if model.init_from is not None and recipe.tokenizer.path is not None:
-        problems.append((("tokenizer", "path"), "model.init_from reuses its checkpoint's tokenizer: remove tokenizer.path"))
+    if model.init_from is not None and model.init_vocabulary == "source" and recipe.tokenizer.path is not None:
+        problems.append((("tokenizer", "path"), "model.init_from reuses its checkpoint's tokenizer: remove tokenizer.path, or set model.init_vocabulary: task"))
+    if model.init_from is None and model.init_vocabulary != "source":
+        problems.append((("model", "init_vocabulary"), "matches this task's words to the rows of model.init_from: set it"))
     if model.init_from is not None and recipe.data.inputs == "vectors":
         problems.append((("model", "init_from"), "vector inputs have no embedding to start from: remove it"))
     if model.embeddings.freeze and model.embeddings.pretrained is None:

@@ -60,7 +60,8 @@ def read_text(path: str | Path | Sequence[str | Path], input_field: str = "text"
     """Text files as one ``datasets.Dataset`` with a ``text`` row per line, in order.
 
     ``path`` may be a list of files. A JSON Lines file (``.jsonl``, ``.jsonl.gz``) gives one
-    row per record: its ``input_field`` (so a corpus of records can train a language model).
+    row per record: its ``input_field`` (so a corpus of records can train a language model);
+    a CoNLL file (``.conll``, ``.conll.gz``) one row per sentence: its words, space-separated.
 
     Raises:
         DataError: a file is missing, not UTF-8, malformed, or there is no text at all.
@@ -79,6 +80,9 @@ def _read_one_text(path: Path, input_field: str) -> "datasets.Dataset":
     if path.name.endswith((".jsonl", ".jsonl.gz")):
         examples = read_examples(path, input_field, None)
         return _in_memory_dataset({"text": examples.inputs}, f"jsonl-text:{path.resolve()}:{path.stat().st_mtime_ns}:{input_field}")
+    if path.name.endswith((".conll", ".conll.gz")):  # a tagging corpus's words, a sentence a line
+        sentences = read_conll(path)["tokens"]
+        return _in_memory_dataset({"text": [" ".join(words) for words in sentences]}, f"conll-text:{path.resolve()}:{path.stat().st_mtime_ns}")
     try:
         return _datasets().load_dataset("text", data_files={"data": str(path)}, split="data")
     except Exception as error:  # datasets wraps reader errors in its own exception types

@@ -109,12 +109,12 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
 
     task_class = TASKS[recipe.task]
     vectors = recipe.data.inputs == "vectors"  # no tokenizer: the inputs are numbers already
+    source = resolve(recipe.model.init_from) if recipe.model.init_from is not None and not resume else None  # transfer
     if resume:
         tokenizer = None if vectors else load_tokenizer(run_dir / TOKENIZER)
         labels = read_labels(run_dir, recipe.task) if has_labels(run_dir) else None
-    elif recipe.model.init_from is not None:  # transfer: the source's tokenizer, so its embedding rows mean the same words
-        source = resolve(recipe.model.init_from)
-        tokenizer, labels = load_tokenizer(source / TOKENIZER), None
+    elif source is not None and recipe.model.init_vocabulary == "source":
+        tokenizer, labels = load_tokenizer(source / TOKENIZER), None  # transfer: its embedding rows mean the same words
     else:
         tokenizer = load_tokenizer(recipe.tokenizer.path) if recipe.tokenizer.path and not vectors else task_class.make_tokenizer(recipe)
         labels = None
@@ -130,8 +130,9 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
     fixed = {name for name, parameter in model.named_parameters() if not parameter.requires_grad}
     groups = layer_groups(model)
     transferred: set[str] = set()
-    if recipe.model.init_from is not None and not resume:
-        report = transfer_weights(model, source)
+    if source is not None:
+        vocabularies = (load_tokenizer(source / TOKENIZER), tokenizer) if recipe.model.init_vocabulary == "task" else None
+        report = transfer_weights(model, source, vocabularies)
         say(report.describe())
         transferred = set(report.loaded)
     optimizer = build_optimizer(model, recipe.train)

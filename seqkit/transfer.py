@@ -4,7 +4,10 @@ learning rate.
 
 ``transfer_weights`` copies every ``embedding.*`` and ``encoder.*`` tensor whose name and
 shape match, and reports what was loaded, what is new and what was skipped for a shape
-mismatch. ``layer_groups`` orders the model's parameters from the top (head and anything
+mismatch. When the model has a vocabulary of its own (``model.init_vocabulary: task``),
+the word embedding is copied row by row instead: each word the source knows (as it is, or
+lowercased) gets the source's row, every other word the mean of the source's rows, as
+ULMFiT starts words its language model never saw. ``layer_groups`` orders the model's parameters from the top (head and anything
 new) down to the embedding; ``trainable_groups`` says, for an epoch, how many of them train.
 """
 
@@ -17,6 +20,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from tokenizers import Tokenizer
 from torch import nn
 
 from .checkpoint import WEIGHTS
@@ -24,6 +28,7 @@ from .config import TrainConfig
 from .errors import CheckpointError
 
 TRANSFERRED_PREFIXES = ("embedding.", "encoder.")
+WORD_EMBEDDING = "embedding.embedding.weight"
 _LAYER = re.compile(r"^encoder\.rnn\.\w+_l(\d+)(_reverse)?$")
 
 
@@ -35,9 +40,11 @@ class TransferReport:
     loaded: list[str] = field(default_factory=list)
     new: list[str] = field(default_factory=list)  # in this model, not taken from the source
     skipped: list[str] = field(default_factory=list)  # "name (source shape -> this shape)"
+    rows: str = ""  # with a vocabulary of the model's own: how many word rows came from the source
 
     def describe(self) -> str:
         lines = [f"init_from {self.source}: loaded {len(self.loaded)} tensors, {len(self.new)} new, {len(self.skipped)} skipped (shape)"]
+        lines += [f"  {self.rows}"] if self.rows else []
         lines += [f"  loaded  {name}" for name in self.loaded]
         lines += [f"  skipped {name}" for name in self.skipped]
         lines += [f"  new     {name}" for name in self.new]
@@ -45,9 +52,13 @@ class TransferReport:
 
 
 @torch.no_grad()
-def transfer_weights(model: nn.Module, source: str | Path) -> TransferReport:
+def transfer_weights(model: nn.Module, source: str | Path, vocabularies: tuple[Tokenizer, Tokenizer] | None = None) -> TransferReport:
     """Copy the source checkpoint's embedding and encoder tensors into ``model`` where the
     name and shape match.
+
+    Args:
+        vocabularies: ``(source tokenizer, model tokenizer)`` when the model has a
+            vocabulary of its own: the word embedding is then matched word by word.
 
     Raises:
         CheckpointError: the source has no readable weights.
@@ -58,16 +69,46 @@ def transfer_weights(model: nn.Module, source: str | Path) -> TransferReport:
     except (SafetensorError, OSError) as error:
         raise CheckpointError(path, f"cannot read the weights to start from ({error})") from None
     report = TransferReport(str(source))
+    loaded: set[int] = set()
     for name, tensor in model.state_dict().items():
+        if tensor.numel() and tensor.data_ptr() in loaded:
+            continue  # tied to a tensor just loaded (a language model's output layer and embedding)
         stored = tensors.get(name) if name.startswith(TRANSFERRED_PREFIXES) else None
-        if stored is None:
+        if stored is not None and name == WORD_EMBEDDING and vocabularies is not None and stored.shape[1:] == tensor.shape[1:]:
+            report.rows = _copy_rows(tensor, stored, *vocabularies)
+            report.loaded.append(name)
+            loaded.add(tensor.data_ptr())
+        elif stored is None:
             report.new.append(name)
         elif stored.shape != tensor.shape:
             report.skipped.append(f"{name} ({tuple(stored.shape)} -> {tuple(tensor.shape)})")
         else:
             tensor.copy_(stored)
             report.loaded.append(name)
+            loaded.add(tensor.data_ptr())
     return report
+
+
+def _copy_rows(embedding: torch.Tensor, stored: torch.Tensor, source: Tokenizer, target: Tokenizer) -> str:
+    """Fill each of the target vocabulary's rows from the source row of the same word (or
+    of its lowercase form), else with the mean source row; say how many were found."""
+    known = source.get_vocab()
+    lowered: dict[str, int] = {}
+    for word, index in sorted(known.items(), key=lambda item: item[1]):
+        lowered.setdefault(word.lower(), index)
+    embedding.copy_(stored.float().mean(0).to(embedding.dtype).expand_as(embedding))
+    exact = lowercase = 0
+    vocabulary = target.get_vocab()
+    for word, index in vocabulary.items():
+        if word in known:
+            embedding[index] = stored[known[word]]
+            exact += 1
+        elif word.lower() in lowered:
+            embedding[index] = stored[lowered[word.lower()]]
+            lowercase += 1
+    found = exact + lowercase
+    return (f"{WORD_EMBEDDING}: {found:,} of {len(vocabulary):,} words from the source ({found / max(len(vocabulary), 1):.1%}; "
+            f"{lowercase:,} by their lowercase form), the rest start at the mean of its rows")
 
 
 def layer_groups(model: nn.Module) -> list[list[str]]:

@@ -1,6 +1,8 @@
 """Transfer: a classifier started from a language model's embedding and encoder, frozen
 at first, then unfrozen layer by layer with discriminative learning rates."""
 
+import re
+
 import pytest
 import torch
 import yaml
@@ -10,8 +12,11 @@ from safetensors.torch import load_file
 from helpers import SPAM, TINY_CLASSIFIER, first_records, write_jsonl
 from seqkit.cli import main
 from seqkit.config import TrainConfig, load_recipe
+from seqkit.data import read_text
 from seqkit.errors import RecipeError
 from seqkit.model import build_model
+from seqkit.tasks import TASKS
+from seqkit.tokenize import load_tokenizer
 from seqkit.train import train
 from seqkit.transfer import layer_groups, parameter_groups, trainable_groups
 
@@ -78,3 +83,32 @@ def test_transfer_settings_need_init_from(tiny_recipe):
         load_recipe(tiny_recipe, ["train.freeze_pretrained=1"])
     with pytest.raises(RecipeError, match="model.init_from: not found: nowhere"):
         load_recipe(tiny_recipe, ["model.init_from=nowhere"])
+
+
+def test_a_vocabulary_of_its_own_takes_the_rows_of_the_words_the_source_knows(lm_run, tmp_path, capsys):
+    recipe = load_recipe(_classifier(tmp_path, lm_run, epochs=1, freeze_pretrained=1), ["model.init_vocabulary=task"])
+    result = train(recipe, quiet=False)
+    rows_line = capsys.readouterr().out.splitlines()[1]
+    assert re.fullmatch(r"  embedding\.embedding\.weight: [\d,]+ of [\d,]+ words from the source \(.*\), the rest start at the mean of its rows", rows_line)
+    own, source = load_tokenizer(result.run_dir / "tokenizer.json"), load_tokenizer(lm_run / "tokenizer.json")
+    scratch = TASKS["classification"].make_tokenizer(recipe)
+    assert own.get_vocab() == scratch.get_vocab() != source.get_vocab()  # the task's own words, as from scratch
+    lm, clf = load_file(str(lm_run / "best" / "model.safetensors")), _weights(result.run_dir)
+    lm_rows, clf_rows = lm["embedding.embedding.weight"], clf["embedding.embedding.weight"]
+    known, shared, unseen = source.get_vocab(), 0, 0
+    for word, index in own.get_vocab().items():  # frozen during the first epoch: still as loaded
+        if word in known:
+            torch.testing.assert_close(clf_rows[index], lm_rows[known[word]], rtol=0, atol=0)
+            shared += 1
+        elif word.lower() not in {key.lower() for key in known}:
+            torch.testing.assert_close(clf_rows[index], lm_rows.mean(0), rtol=1e-6, atol=1e-6)
+            unseen += 1
+    assert shared > 3 and unseen > 3
+    with pytest.raises(RecipeError, match="model.init_vocabulary: matches this task's words to the rows of model.init_from: set it"):
+        load_recipe(_classifier(tmp_path, lm_run), ["model.init_from=null", "model.init_vocabulary=task"])
+
+
+def test_a_language_model_reads_the_words_of_a_conll_file(tmp_path):
+    path = tmp_path / "tweets.conll"
+    path.write_text("Hello\tO\nNew\tB-loc\nYork\tI-loc\n\n:)\tO\n", encoding="utf-8")
+    assert read_text(path)["text"] == ["Hello New York", ":)"]

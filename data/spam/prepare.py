@@ -35,6 +35,7 @@ import os
 DEFAULT_INPUT = os.path.join("..", "shared", "data", "spam", "spam.jsonl.gz")
 DEFAULT_OUTPUT = os.path.join("data", "spam", "spam-subset.jsonl.gz")
 DEFAULT_TOTAL = 2000
+DEFAULT_UNLABELED = os.path.join("data", "spam", "unlabeled")
 
 
 def read_records(path):
@@ -83,6 +84,9 @@ def main():
                         help="output file (default: %(default)s)")
     parser.add_argument("-n", "--total", type=int, default=DEFAULT_TOTAL,
                         help="number of messages to keep (default: %(default)s)")
+    parser.add_argument("--unlabeled", default=DEFAULT_UNLABELED,
+                        help="prefix of the unlabeled text files: the other messages' text, "
+                             "PREFIX.jsonl.gz and PREFIX-valid.jsonl.gz (default: %(default)s)")
     args = parser.parse_args()
 
     records, skipped = [], 0
@@ -104,6 +108,16 @@ def main():
     subset = [r for i, r in enumerate(records) if i in chosen]  # original file order
 
     write_jsonl_gz(args.output, subset)
+
+    # The messages left out, text only: in-domain raw text for a language model (ULMFiT's
+    # target-domain stage). Texts equal to a subset message's are dropped, so nothing of
+    # the labelled test messages is seen; 1 in 20 (by md5 of the id) is its validation text.
+    seen = {r["text"] for r in subset}
+    rest = [r for i, r in enumerate(records) if i not in chosen and r["text"] not in seen]
+    held = [int(hashlib.md5(r["id"].encode("utf-8")).hexdigest(), 16) % 20 == 0 for r in rest]
+    for suffix, part in ((".jsonl.gz", [r for r, h in zip(rest, held) if not h]), ("-valid.jsonl.gz", [r for r, h in zip(rest, held) if h])):
+        write_jsonl_gz(args.unlabeled + suffix, [{"text": r["text"]} for r in part])
+        print(f"wrote {len(part)} unlabeled texts to {args.unlabeled + suffix} ({os.path.getsize(args.unlabeled + suffix):,} bytes)")
 
     print(f"read {len(records) + skipped} records, skipped {skipped} with empty text")
     print(f"wrote {len(subset)} records to {args.output} ({os.path.getsize(args.output):,} bytes)")
