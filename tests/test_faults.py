@@ -40,6 +40,7 @@ from seqkit.errors import SeqkitError
 from seqkit.tasks import LanguageModelTask
 from seqkit.train import TrainingDiverged, train
 
+posix = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork and POSIX signals")
 # The kill -9 runs: two evaluations, each saving best/ and then last/ (steps 2 and 4).
 KILL_SETTINGS = ["--set", "train.max_steps=4", "--set", "train.eval_every=2", "--set", "generate.max_tokens=4", "--quiet"]
 
@@ -64,6 +65,7 @@ def _seqkit_env() -> dict[str, str]:
 # --- 1. Ctrl-C / SIGTERM ---------------------------------------------------------------
 
 
+@posix
 def test_sigterm_to_seqkit_train_saves_last_prints_the_resume_command_and_resume_finishes(tiny_recipe):
     settings = ["--set", "train.epochs=3", "--set", "train.max_steps=60", "--set", "train.eval_every=5"]
     command = [sys.executable, "-m", "seqkit", "train", str(tiny_recipe.name), *settings, "--output-dir", "runs/stopped"]
@@ -98,6 +100,7 @@ def test_sigterm_to_seqkit_train_saves_last_prints_the_resume_command_and_resume
 # --- 2. kill -9 ------------------------------------------------------------------------
 
 
+@posix
 def test_kill_9_at_any_moment_leaves_best_and_last_loadable_and_resumable(tiny_recipe):
     workdir = tiny_recipe.parent
     started = time.perf_counter()
