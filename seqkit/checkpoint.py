@@ -12,12 +12,16 @@
 
 A checkpoint is written whole into a temporary sibling directory, each file flushed to
 disk, and then swapped in by renames, so a crash mid-save leaves the previous checkpoint
-loadable (at ``NAME`` or, during the swap itself, at ``NAME.old``).
+loadable (at ``NAME`` or, during the swap itself, at ``NAME.old``). A save that fails (a
+full disk, a directory turned read-only) removes its temporary directory and leaves the
+previous checkpoint in place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import json
 import os
 import shutil
@@ -28,7 +32,8 @@ from typing import Any, Optional
 import torch
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as serialize_tensors
 from torch import nn
 from tokenizers import Tokenizer
 
@@ -75,12 +80,13 @@ def save_checkpoint(
         info: extra facts for the ``checkpoint:`` block (step, epoch, metrics).
         trainer_state: what ``--resume`` needs (only for ``last/``).
         labels: the tags or classes (``LabelSet``) or regression targets (``Targets``).
+
+    Raises:
+        CheckpointError: the checkpoint could not be written (a full disk, no permission);
+            the temporary directory is removed and ``directory`` is left as it was.
     """
     directory = Path(directory)
-    recover(directory)
     temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
     config = recipe.model_dump(mode="json")
     config["checkpoint"] = {
         **(info or {}),  # step, epoch, metrics (a re-saved checkpoint keeps its own)
@@ -88,17 +94,28 @@ def save_checkpoint(
         "seqkit_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    _write_text(temporary / CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-    save_weights(model, temporary / WEIGHTS)
-    if tokenizer is not None:
-        _write_text(temporary / TOKENIZER, tokenizer.to_str())
-    if labels is not None:
-        write_labels(temporary, labels)
-    if trainer_state is not None:
-        torch.save(trainer_state, temporary / TRAINER_STATE)
-    for path in temporary.iterdir():
-        _fsync(path)
-    _swap_in(temporary, directory)
+    try:
+        recover(directory)
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+        _write_text(temporary / CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        save_weights(model, temporary / WEIGHTS)
+        if tokenizer is not None:
+            _write_text(temporary / TOKENIZER, tokenizer.to_str())
+        if labels is not None:
+            write_labels(temporary, labels)
+        if trainer_state is not None:
+            buffer = io.BytesIO()
+            torch.save(trainer_state, buffer)
+            _write_bytes(temporary / TRAINER_STATE, buffer.getvalue())
+        for path in temporary.iterdir():
+            _fsync(path)
+        _swap_in(temporary, directory)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            recover(directory)  # put back a checkpoint the swap had moved aside
+        raise CheckpointError(directory, f"cannot save the checkpoint ({error.strerror or error}); what was there is unchanged") from None
     return directory
 
 
@@ -174,7 +191,8 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
             continue
         seen.add(id(tensor))
         tensors[name] = tensor.detach().to("cpu", copy=True).contiguous()
-    save_file(tensors, str(path))
+    # serialized in memory and written by Python: a full disk is then an OSError with its errno
+    _write_bytes(Path(path), serialize_tensors(tensors))
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
@@ -272,7 +290,8 @@ def _swap_in(temporary: Path, directory: Path) -> None:
         os.rename(directory, old)
     os.rename(temporary, directory)
     shutil.rmtree(old, ignore_errors=True)
-    _fsync(directory.parent)
+    with contextlib.suppress(OSError):  # the new checkpoint is in place; this only hastens the renames to disk
+        _fsync(directory.parent)
 
 
 def _old(directory: Path) -> Path:
@@ -282,6 +301,11 @@ def _old(directory: Path) -> Path:
 def _write_text(path: Path, text: str) -> None:
     with path.open("w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with path.open("wb") as handle:
+        handle.write(data)
 
 
 def _fsync(path: Path) -> None:

@@ -76,6 +76,8 @@ def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], r
     if result.sample is not None and not quiet:
         click.echo(f"\nsample ({loaded.generate.max_tokens} tokens, temperature {loaded.generate.temperature}):\n{result.sample}\n")
     summary = [f"trained {result.steps:,} steps"]
+    if result.skipped_batches:
+        summary[0] += f" ({result.skipped_batches:,} batches skipped: NaN or infinite loss or gradient)"
     for split, metrics in (("valid", result.best_metrics), ("test", result.test_metrics)):
         if metrics:
             summary.append(f"{split} " + ", ".join(f"{name} {_number(value)}" for name, value in metrics.items() if isinstance(value, float)))

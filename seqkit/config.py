@@ -131,6 +131,7 @@ class TrainConfig(_Section):
     log_every: int = Field(20, ge=1)
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop naming the batch, or skip the batch (100 in a row: stop)
     class_weights: Union[None, Literal["balanced"], dict[str, float]] = None  # classification: weight of each class in the loss
     loss: Literal["mse", "huber"] = "mse"  # regression
     freeze_pretrained: int = Field(0, ge=0)  # model.init_from: epochs during which the loaded tensors stay fixed

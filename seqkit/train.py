@@ -6,6 +6,11 @@ loss, ``backward()``, the pre-clip gradient norm from ``clip_grad_norm_``, ``ste
 schedule, logging; and at each evaluation: validation metrics, ``metrics.jsonl``,
 TensorBoard, ``best/``, ``last/`` and early stopping. What differs between tasks lives in
 ``tasks/`` (data, loss of a batch, evaluation), not here.
+
+Faults lose nothing saved: Ctrl-C or SIGTERM saves ``last/`` after the step in hand; a
+non-finite loss or gradient stops the run (or skips the batch) before the optimizer
+step; the run directory and the free space are checked before training starts; a save
+that fails leaves the checkpoints before it in place (``checkpoint.save_checkpoint``).
 """
 
 from __future__ import annotations
@@ -28,11 +33,11 @@ from tqdm import tqdm
 
 from .checkpoint import (
     CONFIG, LABELS, TARGET_TOKENIZER, TOKENIZER, WEIGHTS, has_labels, load_trainer_state, load_weights, read_config, read_labels,
-    recover, save_checkpoint, write_labels,
+    readable_directory, recover, save_checkpoint, write_labels,
 )  # fmt: skip
 from .config import Recipe, TrainConfig, dump_recipe
 from .encoders import State
-from .errors import RecipeError, SeqkitError
+from .errors import CheckpointError, RecipeError, SeqkitError
 from .hub import resolve
 from .model import build_model, count_parameters
 from .runtime import autocast, resolve_device, seed_everything, tune_allocator
@@ -43,6 +48,8 @@ from .vectors import load_vectors
 
 # What a resumed run must share with the run it continues; `train` and `generate` may change.
 _FIXED_SECTIONS = ("task", "seed", "data", "tokenizer", "model")
+# train.on_nonfinite: skip gives up after this many batches in a row with a NaN or inf loss or gradient.
+MAX_SKIPPED_IN_A_ROW = 100
 
 
 class TrainingInterrupted(SeqkitError):
@@ -54,7 +61,7 @@ class TrainingInterrupted(SeqkitError):
 
 
 class TrainingDiverged(SeqkitError):
-    """The loss became NaN or infinite."""
+    """The loss or the gradient became NaN or infinite; the weights were not updated with it."""
 
 
 @dataclass
@@ -69,6 +76,8 @@ class Progress:
     evals_without_improvement: int = 0
     finished: bool = False
     transferred: list[str] = field(default_factory=list)  # tensors model.init_from loaded (gradual unfreezing)
+    skipped_batches: int = 0  # train.on_nonfinite: skip: batches left out for a NaN or inf loss or gradient
+    skipped_in_a_row: int = 0
 
 
 @dataclass
@@ -81,6 +90,7 @@ class TrainResult:
     test_metrics: Optional[dict[str, Any]] = None
     sample: Optional[str] = None
     train_tokens_per_sec: float = float("nan")  # steady state: first log interval and evaluations left out
+    skipped_batches: int = 0  # train.on_nonfinite: skip
 
 
 def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> TrainResult:
@@ -96,8 +106,22 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
         A ``TrainResult``.
 
     Raises:
-        SeqkitError: bad input (named), divergence, or an interruption after ``last/`` was saved.
+        SeqkitError: bad input (named), divergence (``TrainingDiverged``), an interruption
+            after ``last/`` was saved (``TrainingInterrupted``), or a full disk or lost
+            directory (naming the checkpoints still intact).
     """
+    excepthook = threading.excepthook
+    threading.excepthook = _quiet_writer_errors(excepthook)
+    try:
+        return _train(recipe, resume=resume, overwrite=overwrite, quiet=quiet)
+    except OSError as error:  # a full disk, a directory gone or turned read-only: one line, and what is safe
+        raise SeqkitError(_describe_os_error(error, Path(recipe.output_dir))) from None
+    finally:
+        threading.excepthook = excepthook
+
+
+def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> TrainResult:
+    """``train`` itself: setup, the loop, the report (``train`` adds only the handling of OS errors)."""
     say = (lambda message: None) if quiet else tqdm.write
     run_dir = Path(recipe.output_dir)
     _prepare_run_dir(run_dir, recipe, resume=resume, overwrite=overwrite)
@@ -141,6 +165,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
     scheduler = build_scheduler(optimizer, recipe.train, total_steps, task.higher_is_better)
     scaler = torch.amp.GradScaler(device.type, enabled=recipe.train.precision == "fp16")
     progress, carry, interval = Progress(), None, _Interval(device)
+    _check_free_space(run_dir, model, recipe.train, tokenizer, resume=resume)
 
     if resume:
         state = load_trainer_state(run_dir / "last")
@@ -171,6 +196,14 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
     say(f"model: {recipe.model.encoder} {recipe.model.num_layers}x{recipe.model.hidden_size}, "
         f"{count_parameters(model):,} parameters on {device}; {steps_per_epoch:,} step{'s' if steps_per_epoch != 1 else ''} per epoch")  # fmt: skip
 
+    def save(name: str, info: dict[str, Any], trainer_state: Optional[dict[str, Any]] = None) -> None:
+        try:
+            save_checkpoint(run_dir / name, model, recipe, tokenizer, info, trainer_state=trainer_state, labels=task.labels)
+        except CheckpointError as error:  # a full disk, a directory turned read-only: say what is still safe
+            saved = _saved_checkpoints(run_dir)
+            raise SeqkitError(f"{error}; " + (f"intact: {saved}; make room, then continue with --resume" if saved else
+                                              "no checkpoint was saved before; make room, then train again with --overwrite"))  # fmt: skip
+
     def save_last(info: dict[str, Any]) -> None:
         state = {
             "optimizer": optimizer.state_dict(),
@@ -181,7 +214,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
             "interval": interval.state_dict(),
             "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
         }
-        save_checkpoint(run_dir / "last", model, recipe, tokenizer, info, trainer_state=state, labels=task.labels)
+        save("last", info, trainer_state=state)
 
     train_config = recipe.train
     epochs = train_config.epochs or math.inf
@@ -204,11 +237,22 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)  # clip and log the true gradient under fp16
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip or math.inf)
-                scaler.step(optimizer)
+                problem = _nonfinite(loss, grad_norm, train_config.precision)  # one sync a step, before any update
+                if problem is None:
+                    scaler.step(optimizer)
+                    interval.add(loss.detach(), num_targets, grad_norm)
+                    progress.skipped_in_a_row = 0
+                else:  # a NaN or inf never reaches the weights: stop here, or leave this batch out
+                    where = _describe_batch(progress, index, len(batches), batches[index], tokenizer)
+                    diverged = _skip_or_stop(problem, where, progress, train_config.on_nonfinite, run_dir)
+                    if diverged is not None:
+                        bar.close()
+                        writer.close()
+                        raise diverged
+                    carry = None  # the carried state may hold the NaN too
                 scaler.update()
                 if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     scheduler.step()
-                interval.add(loss.detach(), num_targets, grad_norm)
 
                 progress.step += 1
                 progress.batch_in_epoch = index + 1
@@ -219,12 +263,10 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
 
                 if progress.step % train_config.log_every == 0:
                     logged = interval.log(writer, progress.step, optimizer.param_groups[0]["lr"])
+                    if train_config.on_nonfinite == "skip":
+                        logged["skipped_batches"] = progress.skipped_batches
+                        writer.add_scalar("train/skipped_batches", progress.skipped_batches, progress.step)
                     _append_record(run_dir / "metrics.jsonl", {"step": progress.step, "split": "train", **logged})
-                    if not math.isfinite(logged["loss"]):
-                        raise TrainingDiverged(
-                            f"step {progress.step}: the training loss became {logged['loss']}; the last good checkpoint "
-                            f"is {run_dir / 'last'}. Lower train.lr or set train.grad_clip"
-                        )
                     bar.set_postfix(loss=f"{logged['loss']:.3f}", tok_s=f"{logged['tokens_per_sec']:,.0f}")
 
                 out_of_steps = progress.step >= (train_config.max_steps or math.inf)
@@ -263,7 +305,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
                     writer.flush()
                     info = {"step": progress.step, "epoch": record["epoch"], "metrics": {"valid": metrics}}
                     if improved:
-                        save_checkpoint(run_dir / "best", model, recipe, tokenizer, info, labels=task.labels)
+                        save("best", info)
                     save_last(info)
                     say(_describe_eval(record, task) + ("  *best" if improved else ""))
                     text = task.sample(model)  # generative tasks: what the model writes now
@@ -283,7 +325,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
     bar.close()
 
     # Report on the best checkpoint: test metrics and, for generative tasks, a sample.
-    result = TrainResult(run_dir=run_dir, steps=progress.step, train_tokens_per_sec=interval.steady_tokens_per_sec())
+    result = TrainResult(run_dir=run_dir, steps=progress.step, train_tokens_per_sec=interval.steady_tokens_per_sec(),
+                         skipped_batches=progress.skipped_batches)  # fmt: skip
     best = run_dir / "best"
     if best.is_dir():
         load_weights(model, best / WEIGHTS)
@@ -338,6 +381,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total
 def _prepare_run_dir(run_dir: Path, recipe: Recipe, *, resume: bool, overwrite: bool) -> None:
     """Check the output directory before any work: never lose a saved run by accident."""
     if resume:
+        if run_dir.is_dir():
+            _check_writable(run_dir)  # before recover() renames anything
         recover(run_dir / "last")
         recover(run_dir / "best")
         if not (run_dir / "last").is_dir():
@@ -357,18 +402,47 @@ def _prepare_run_dir(run_dir: Path, recipe: Recipe, *, resume: bool, overwrite: 
             f"{run_dir}: already holds a run ({', '.join(existing)}); pass --resume to continue it, "
             "--overwrite to replace it, or --output-dir to train elsewhere"
         )
+    _check_writable(run_dir)
     if overwrite:
         for name in ("last", "best", "last.old", "best.old", "tb"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
         for name in ("metrics.jsonl", CONFIG, TOKENIZER, LABELS, TARGET_TOKENIZER):
             (run_dir / name).unlink(missing_ok=True)
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Create the run directory and write a probe file in it, or say why that fails."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".seqkit-write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as error:
-        raise SeqkitError(f"{run_dir}: cannot write the run directory ({error.strerror or error})") from None
+        in_the_way = next((path for path in (run_dir, *run_dir.parents) if path.exists() and not path.is_dir()), None)
+        reason = f"{in_the_way} is a file, not a directory" if in_the_way is not None else error.strerror or str(error)
+        raise SeqkitError(f"{run_dir}: cannot create or write the run directory ({reason}); choose another with --output-dir") from None
+
+
+def _check_free_space(run_dir: Path, model: torch.nn.Module, config: TrainConfig, tokenizer: Any, *, resume: bool) -> None:
+    """Refuse to start when the checkpoints cannot fit: ``best/``, ``last/`` (weights, the
+    optimizer's moments, the tokenizer) and the temporary copy a save writes before it swaps
+    it in -- about three ``last/`` in all; one more on resume, when the others exist already."""
+    tensors = {id(tensor): tensor for tensor in model.state_dict(keep_vars=True).values()}.values()  # tied weights once
+    weights = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+    moments = 2 if config.optimizer in ("adam", "adamw") else int(config.momentum > 0)
+    tokenizer_bytes = len(tokenizer.to_str()) if tokenizer is not None else 0
+    last = weights * (1 + moments) + tokenizer_bytes + 2**16  # 64 KiB: config.yaml, labels, RNG states
+    need = last if resume else 3 * last
+    free = shutil.disk_usage(run_dir).free
+    if free < need:
+        raise SeqkitError(
+            f"{run_dir}: not enough free disk space for the checkpoints: they need about {_megabytes(need)}, "
+            f"{_megabytes(free)} is free; make room or choose another directory with --output-dir"
+        )
+
+
+def _megabytes(size: float) -> str:
+    return f"{size / 1e6:,.1f} MB"
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -404,7 +478,7 @@ class _Interval:
         seconds = time.perf_counter() - self.started
         loss_sum, tokens, grad_sum, grad_max, steps = self.sums.tolist()
         logged = {
-            "loss": loss_sum / max(tokens, 1.0),
+            "loss": loss_sum / tokens if tokens else float("nan"),  # nan: every batch of the interval was skipped
             "lr": lr,
             "grad_norm": grad_sum / max(steps, 1.0),
             "grad_norm_max": grad_max,
@@ -465,6 +539,79 @@ class _StopSignal:
             signal.signal(number, handler)
 
 
+def _nonfinite(loss: torch.Tensor, grad_norm: torch.Tensor, precision: str) -> Optional[str]:
+    """What is NaN or infinite in this step (``None``: nothing). Under fp16 the gradient
+    scaler skips steps whose scaled gradients overflow, by design, so only the loss counts."""
+    values = [loss.detach().float()] if precision == "fp16" else [loss.detach().float(), grad_norm.detach().float()]
+    loss_value, *grad_norm_value = torch.stack(values).tolist()
+    if not math.isfinite(loss_value):
+        return f"the loss is {loss_value}"
+    if grad_norm_value and not math.isfinite(grad_norm_value[0]):
+        return f"the gradient norm is {grad_norm_value[0]}"
+    return None
+
+
+def _describe_batch(progress: Progress, index: int, num_batches: int, batch: Any, tokenizer: Any) -> str:
+    """Which batch: its step, epoch and place in the epoch (counted from 1) and how its first text begins."""
+    where = f"step {progress.step + 1} (epoch {progress.epoch + 1}, batch {index + 1} of {num_batches}"
+    token_ids = next((getattr(batch, name) for name in ("token_ids", "sources", "inputs") if hasattr(batch, name)), None)
+    if tokenizer is None or not isinstance(token_ids, torch.Tensor) or token_ids.dim() != 2 or token_ids.is_floating_point():
+        return where + ")"
+    length = int(batch.lengths[0]) if hasattr(batch, "lengths") else token_ids.shape[1]
+    text = " ".join(tokenizer.decode(token_ids[0, :length].tolist()).split())
+    return f"{where}, whose first text begins {text[:60]!r})"
+
+
+def _skip_or_stop(problem: str, where: str, progress: Progress, on_nonfinite: str, run_dir: Path) -> Optional[TrainingDiverged]:
+    """Count a batch left out for a NaN or inf; the error to raise when the run must stop instead."""
+    if on_nonfinite == "skip" and progress.skipped_in_a_row + 1 < MAX_SKIPPED_IN_A_ROW:
+        progress.skipped_batches += 1
+        progress.skipped_in_a_row += 1
+        return None
+    last = run_dir / "last"
+    step = _checkpoint_step(last)
+    saved = f"the last good checkpoint is {last} (step {step})" if step is not None else "no checkpoint was saved yet"
+    if on_nonfinite == "skip":
+        return TrainingDiverged(f"{MAX_SKIPPED_IN_A_ROW} batches in a row had a NaN or infinite loss or gradient, the last at {where}: "
+                                f"{problem}; {saved}. Lower train.lr or set train.grad_clip")  # fmt: skip
+    return TrainingDiverged(f"{where}: {problem}, so training stopped before updating the weights; {saved}. "
+                            "Lower train.lr, set train.grad_clip, or set train.on_nonfinite: skip to leave such batches out")  # fmt: skip
+
+
+def _checkpoint_step(directory: Path) -> Optional[int]:
+    """The step a checkpoint was saved at; ``None`` when there is none (or it is unreadable)."""
+    try:
+        return read_config(readable_directory(directory))[1].get("step")
+    except SeqkitError:
+        return None
+
+
+def _saved_checkpoints(run_dir: Path) -> str:
+    """The run's checkpoints and their steps, as a phrase: ``runs/x/best (step 20), runs/x/last (step 30)``."""
+    steps = {name: _checkpoint_step(run_dir / name) for name in ("best", "last")}
+    return ", ".join(f"{run_dir / name} (step {step})" for name, step in steps.items() if step is not None)
+
+
+def _describe_os_error(error: OSError, run_dir: Path) -> str:
+    """One line for an OSError met while training: what failed, and which checkpoints are intact."""
+    where = f"{error.filename}: " if error.filename else ""
+    saved = _saved_checkpoints(run_dir)
+    then = f"intact: {saved}; fix that, then continue with --resume" if saved else "no checkpoint was saved yet; fix that, then train again with --overwrite"
+    return f"{where}{error.strerror or error} (training into {run_dir}); {then}"
+
+
+def _quiet_writer_errors(excepthook: Any) -> Any:
+    """A ``threading.excepthook`` that leaves out TensorBoard's writer thread failing to
+    write (a full disk): the main thread meets the same error at its next write, and
+    ``train`` reports it in one line instead of a traceback."""
+
+    def hook(args: Any) -> None:
+        if not (issubclass(args.exc_type, OSError) and type(args.thread).__module__.startswith("tensorboard")):
+            excepthook(args)
+
+    return hook
+
+
 def _detach(state: Optional[State]) -> Optional[State]:
     if state is None:
         return None
@@ -514,6 +661,11 @@ def _drop_records_after(path: Path, step: int) -> None:
     """On resume, forget evaluations logged after the checkpoint we continue from."""
     if not path.exists():
         return
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # blank, or cut short by a kill or a full disk
+            continue
     kept = [json.dumps(r) for r in records if r.get("split") != "test" and (r.get("step") or 0) <= step]
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
