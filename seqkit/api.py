@@ -19,6 +19,9 @@
 
 from __future__ import annotations
 
+import numbers
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence, Union
@@ -40,7 +43,7 @@ from .tasks import encode_inputs, evaluate_language_model_file, evaluate_tagger,
 from .tasks.generation import generate_texts
 from .tasks.seq2seq import translate_ids
 from .tasks.sequence import evaluate_file
-from .tokenize import special_ids, split_words
+from .tokenize import encode_ids, special_ids, split_words
 
 
 class Pretrained:
@@ -73,8 +76,11 @@ class Pretrained:
 
         Raises:
             CheckpointError: the checkpoint cannot be found, fetched, unpacked or read.
-            TypeError: it holds another task's model than this class loads.
+            TypeError: it holds another task's model than this class loads, or ``path`` is
+                not a path or URL.
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path: expected a checkpoint directory, archive or URL (a str or os.PathLike), not {type(path).__name__}")
         checkpoint = load_checkpoint(resolve(path, sha256=sha256), resolve_device(device))
         task = checkpoint.recipe.task
         if cls.task and task != cls.task:
@@ -118,7 +124,16 @@ class LanguageModel(Pretrained):
 
         Returns:
             The prompt and its continuation; a list of ``num`` texts when ``num`` is given.
+            An empty or whitespace-only prompt starts a new paragraph.
+
+        Raises:
+            TypeError: a prompt that is not a string.
+            ValueError: a setting out of its range, naming it.
         """
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt: expected a string, not {type(prompt).__name__}")
+        _check_encodable("prompt", prompt)
+        _check_settings(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num=num, beam=beam)
         if beam and (num or 1) > 1:
             raise ValueError("beam search gives the single most likely text: leave num out")
         defaults = self.recipe.generate
@@ -139,6 +154,8 @@ class LanguageModel(Pretrained):
     def evaluate(self, path: Union[str, Path], batch_size: int = 10) -> dict[str, Any]:
         """Perplexity on a text file: ``loss``, ``perplexity``, ``tokens``, ``unk_tokens``,
         ``perplexity_no_unk`` (targets that are ``<unk>`` left out)."""
+        _check_path(path)
+        _check_settings(batch_size=batch_size)
         return evaluate_language_model_file(self.model, self.tokenizer, path, batch_size, self.recipe.train.bptt)
 
 
@@ -189,26 +206,34 @@ class Tagger(Pretrained):
 
         Returns:
             A ``Doc`` for a string, else a list of ``Doc`` in input order. Empty or
-            whitespace-only texts give a ``Doc`` with no tokens.
+            whitespace-only texts (and empty word lists) give a ``Doc`` with no tokens.
 
         Raises:
-            TypeError: an input that is not a string or a list of words.
+            TypeError: ``texts`` or one of its items is not a string or a list of words,
+                naming the item.
+            ValueError: a text with a lone surrogate, or ``batch_size`` below 1.
         """
-        single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
+        accepts = "tag() takes a string, a list of strings or a list of word lists"
+        single, items = _items("texts", texts, accepts)
+        _check_settings(batch_size=batch_size)
         words_and_offsets = []
         for position, item in enumerate(items):
             if isinstance(item, str):
+                _check_encodable("texts", item, position, "item")
                 pieces = split_words(self.tokenizer, item)
                 words_and_offsets.append((item, [word for word, _ in pieces], [offset for _, offset in pieces]))
-            elif isinstance(item, (list, tuple)) and all(isinstance(word, str) for word in item):
+            elif isinstance(item, (list, tuple)):
+                for index, word in enumerate(item):
+                    if not isinstance(word, str):
+                        raise TypeError(f"texts: item {position}, word {index} is {type(word).__name__}; {accepts}")
                 text, offsets, cursor = " ".join(item), [], 0
+                _check_encodable("texts", text, position, "item")
                 for word in item:
                     offsets.append((cursor, cursor + len(word)))
                     cursor += len(word) + 1
                 words_and_offsets.append((text, list(item), offsets))
             else:
-                raise TypeError(f"tag() takes strings or lists of words; item {position} is {type(item).__name__}")
+                raise TypeError(f"texts: item {position} is {type(item).__name__}; {accepts}")
         tags = predict_tags(self.model, self.tokenizer, self.labels, [words for _, words, _ in words_and_offsets], batch_size)
         docs = []
         for (text, words, offsets), sentence_tags in zip(words_and_offsets, tags):
@@ -222,6 +247,8 @@ class Tagger(Pretrained):
     def evaluate(self, path: Union[str, Path], batch_size: int = 64) -> dict[str, Any]:
         """Entity precision, recall and F1, micro and per type, on a CoNLL file read with
         the recipe's column and scheme settings."""
+        _check_path(path)
+        _check_settings(batch_size=batch_size)
         data = self.recipe.data
         dataset = read_conll(path, data.token_column, data.tag_column, data.scheme)
         return evaluate_tagger(self.model, self.tokenizer, self.labels, dataset["tokens"], dataset["tags"], batch_size)
@@ -232,21 +259,25 @@ class _SequencePredictor(Pretrained):
 
     def _encode(self, inputs: Any) -> tuple[bool, list, list]:
         """``(single, encoded, tokens)`` for one input or a list of them."""
-        vectors = self.recipe.data.inputs == "vectors"
-        single = isinstance(inputs, str) or (vectors and _is_steps(inputs))
-        items = [inputs] if single else _as_list(inputs)
-        if vectors:
+        if self.recipe.data.inputs == "vectors":
+            single = _is_steps(inputs)
+            items = [inputs] if single else _as_list(inputs)
             checked = []
             for position, item in enumerate(items):
                 array = np.asarray(item, dtype=np.float32) if _is_steps(item) else None
                 if array is None or array.ndim != 2 or array.shape[1] != self.recipe.model.input_size or len(array) == 0:
-                    raise TypeError(f"input {position}: expected steps of {self.recipe.model.input_size} numbers each, shaped (time, {self.recipe.model.input_size})")
+                    raise TypeError(f"inputs: input {position}: expected steps of {self.recipe.model.input_size} numbers each, shaped (time, {self.recipe.model.input_size})")
+                if not np.isfinite(array).all():
+                    raise ValueError(f"inputs: input {position} holds NaN or infinite values")
                 checked.append(array)
             encoded, _ = encode_inputs(checked, None, self.recipe.data)
             return single, encoded, [[f"step {i}" for i in range(len(x))] for x in encoded]
+        accepts = "predict() takes a string or a list of strings"
+        single, items = _items("inputs", inputs, accepts)
         for position, item in enumerate(items):
             if not isinstance(item, str):
-                raise TypeError(f"predict() takes a string or a list of strings; input {position} is {type(item).__name__}")
+                raise TypeError(f"inputs: input {position} is {type(item).__name__}; {accepts}")
+            _check_encodable("inputs", item, position)
         encoded, _ = encode_inputs(items, self.tokenizer, self.recipe.data)
         return single, encoded, items
 
@@ -267,6 +298,8 @@ class _SequencePredictor(Pretrained):
         """Metrics on a data file read with the recipe's ``data`` settings: accuracy,
         macro-F1 and per-class scores for a classifier; MAE and RMSE (and the mean
         baseline's) for a regression model."""
+        _check_path(path)
+        _check_settings(batch_size=batch_size)
         return evaluate_file(self.model, self.tokenizer, self.labels, self.recipe, path, batch_size)
 
 
@@ -308,9 +341,11 @@ class Classifier(_SequencePredictor):
             as one padding step.
 
         Raises:
-            TypeError: an input that is not a string.
-            ValueError: ``return_attention`` on a model that does not pool by attention.
+            TypeError: ``inputs`` or one of them is not a string, naming the input.
+            ValueError: ``return_attention`` on a model that does not pool by attention;
+                a text with a lone surrogate; ``batch_size`` below 1.
         """
+        _check_settings(batch_size=batch_size)
         if return_attention and self.recipe.model.pooling != "attention":
             raise ValueError(f"this model pools with {self.recipe.model.pooling!r}; attention weights exist only with model.pooling: attention")
         single, encoded, items = self._encode(inputs)
@@ -341,7 +376,13 @@ class Regressor(_SequencePredictor):
             Per input: a float when the model has one output; a dict of output name to
             float when it has several; a (time, outputs) array for per-step models. A
             list of those for a list of inputs.
+
+        Raises:
+            TypeError: ``inputs`` or one of them is not a string (or steps of numbers),
+                naming the input.
+            ValueError: a text with a lone surrogate, vectors with NaN, ``batch_size`` below 1.
         """
+        _check_settings(batch_size=batch_size)
         single, encoded, _ = self._encode(inputs)
         outputs, _ = predict_outputs(self.model, encoded, batch_size, self._pad_id)
         mean, std = np.asarray(self.labels.mean, dtype=np.float32), np.asarray(self.labels.std, dtype=np.float32)
@@ -384,8 +425,10 @@ class Generator(Pretrained):
         is greedy. The same seed gives the same texts.
 
         Raises:
-            ValueError: an unknown condition (the message lists the known ones).
+            ValueError: an unknown condition (the message lists the known ones), or a
+                setting out of its range.
         """
+        _check_settings(num=num, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_length=max_length, beam=beam)
         defaults = self.recipe.generate
         return generate_texts(
             self.model, self.tokenizer, self.labels, condition, num, max_length or defaults.max_tokens,
@@ -416,24 +459,34 @@ class Seq2Seq(Pretrained):
             batch_size: inputs per batch.
             max_length: the most output tokens (default: twice the input's length plus 10).
 
+        Returns:
+            The output tokens; a list of them for a list. An input with no tokens (empty,
+            or whitespace only for a word tokenizer) gives no output tokens.
+
         Raises:
-            TypeError: an input that is not a string.
+            TypeError: ``inputs`` or one of them is not a string, naming the input.
+            ValueError: a text with a lone surrogate, or a setting below 1.
         """
-        single = isinstance(inputs, str)
-        items = [inputs] if single else list(inputs)
+        accepts = "predict() takes a string or a list of strings"
+        single, items = _items("inputs", inputs, accepts)
         for position, item in enumerate(items):
             if not isinstance(item, str):
-                raise TypeError(f"predict() takes a string or a list of strings; input {position} is {type(item).__name__}")
-        pad = special_ids(self.tokenizer).pad
-        sources = [encoding.ids or [pad] for encoding in self.tokenizer.encode_batch(items)]
-        outputs = translate_ids(self.model, sources, special_ids(self.labels), batch_size, beam=beam, max_length=max_length)
-        tokens = [[self.labels.id_to_token(index) for index in output] for output in outputs]
+                raise TypeError(f"inputs: input {position} is {type(item).__name__}; {accepts}")
+            _check_encodable("inputs", item, position)
+        _check_settings(beam=beam, batch_size=batch_size, max_length=max_length)
+        sources = encode_ids(self.tokenizer, items)
+        present = [index for index, source in enumerate(sources) if source]  # nothing in, nothing out
+        outputs = translate_ids(self.model, [sources[i] for i in present], special_ids(self.labels), batch_size, beam=beam, max_length=max_length)
+        tokens: list[list[str]] = [[] for _ in items]
+        for index, output in zip(present, outputs):
+            tokens[index] = [self.labels.id_to_token(token) for token in output]
         return tokens[0] if single else tokens
 
     def evaluate(self, path: Union[str, Path], batch_size: int = 256, beam: Optional[int] = None) -> dict[str, Any]:
         """Token error rate (``per``) and sequence error rate (``wer``) on a file of pairs
         (``SOURCE<TAB>TARGET`` or JSON Lines), decoding greedily or with ``beam``. A source
         listed more than once has several right answers (e.g. alternative pronunciations)."""
+        _check_path(path)
         data = self.recipe.data
         examples = read_examples(path, data.input_field, data.target_field, data.inputs, "text")
         gold = [encoding.tokens for encoding in self.labels.encode_batch(examples.targets)]
@@ -455,7 +508,51 @@ def _as_list(inputs: Any) -> list:
         return list(inputs)
     if isinstance(inputs, np.ndarray) and inputs.ndim == 3:
         return list(inputs)
-    raise TypeError(f"predict() takes one input or a list of inputs, not {type(inputs).__name__}")
+    raise TypeError(f"inputs: predict() takes one input (steps of numbers) or a list of inputs, not {type(inputs).__name__}")
+
+
+def _items(argument: str, values: Any, accepts: str) -> tuple[bool, list]:
+    """``(single, items)``: one string, or the items of a list (tuple, array, any iterable
+    but bytes and mappings)."""
+    if isinstance(values, str):
+        return True, [values]
+    if isinstance(values, (bytes, bytearray)):
+        raise TypeError(f"{argument}: {accepts}, not bytes (decode them first: value.decode('utf-8'))")
+    if values is None or isinstance(values, Mapping) or not isinstance(values, Iterable):
+        raise TypeError(f"{argument}: {accepts}, not {type(values).__name__}")
+    return False, list(values)
+
+
+def _check_encodable(argument: str, text: str, position: Optional[int] = None, noun: str = "input") -> None:
+    """A string that Python holds but no tokenizer takes: a lone surrogate (half of a
+    UTF-16 pair, such as an emoji cut in two, or bytes decoded with ``surrogateescape``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        where = f"{argument}: {noun} {position}" if position is not None else argument
+        raise ValueError(f"{where} holds a lone surrogate {text[error.start]!r} at character {error.start}, which is not text") from None
+
+
+def _check_settings(**settings: Any) -> None:
+    """A ``ValueError`` naming the first setting out of its range; ``None`` means the default."""
+    for name, value in settings.items():
+        if value is None:
+            continue
+        if name == "temperature":
+            ok, rule = isinstance(value, numbers.Real) and value >= 0, "a number >= 0 (0: greedy)"
+        elif name == "top_p":
+            ok, rule = isinstance(value, numbers.Real) and 0 < value <= 1, "a number in (0, 1]"
+        elif name == "seed":
+            ok, rule = isinstance(value, numbers.Integral) and 0 <= value < 2**63, "an integer in [0, 2**63)"
+        else:  # sizes and counts
+            ok, rule = isinstance(value, numbers.Integral) and value >= 1, "an integer >= 1"
+        if not ok or isinstance(value, bool):
+            raise ValueError(f"{name}: expected {rule}, not {value!r}")
+
+
+def _check_path(path: Any) -> None:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a file path (a str or os.PathLike), not {type(path).__name__}")
 
 
 _API: dict[str, type[Pretrained]] = {

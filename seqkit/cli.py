@@ -63,6 +63,8 @@ def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], r
     from .config import dump_recipe, load_recipe
     from .train import train as run_training
 
+    if output_dir is not None and not output_dir.strip():
+        raise click.BadParameter("an empty path", param_hint="--output-dir")
     loaded = load_recipe(recipe, overrides, check_files=not print_config)
     if output_dir is not None:
         loaded = loaded.model_copy(update={"output_dir": output_dir})
@@ -136,15 +138,16 @@ def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Option
 
 @main.command()
 @click.argument("checkpoint")
-@click.argument("input_file", metavar="[INPUT|-]", default="-", type=click.File("r", encoding="utf-8"))
+@click.argument("input_path", metavar="[INPUT|-]", default="-")
 @click.option("--format", "output_format", type=click.Choice(["text", "jsonl", "conll"]), default="text", show_default=True,
               help="text: a tagger marks entities [like this](label), a classifier prints label, probability and text, "
                    "a regression model its value(s) and text; jsonl: one JSON object per input; conll (taggers): a token and its tag a line.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--beam", type=click.IntRange(min=1), help="seq2seq: beam search of this width instead of greedy decoding.")
-def predict(checkpoint: str, input_file, output_format: str, batch_size: int, beam: Optional[int]) -> None:
-    """Tag, classify, score or transduce each input of INPUT with CHECKPOINT: one text a line, or
-    JSON Lines (a .jsonl file) with the text in "text" (or the recipe's data.input_field;
+def predict(checkpoint: str, input_path: str, output_format: str, batch_size: int, beam: Optional[int]) -> None:
+    """Tag, classify, score or transduce each input of INPUT with CHECKPOINT: one text a line
+    (UTF-8; a blank line is an empty text, so outputs line up with inputs), or JSON Lines
+    (a .jsonl or .jsonl.gz file) with the text in "text" (or the recipe's data.input_field;
     a tagger also takes pre-tokenized "tokens"); - reads stdin. Inputs are read and
     predicted in batches, so a large file streams."""
     from .api import Classifier, Regressor, Seq2Seq, Tagger, load
@@ -156,8 +159,8 @@ def predict(checkpoint: str, input_file, output_format: str, batch_size: int, be
         raise click.UsageError("--beam is for seq2seq models")
     if output_format == "conll" and not isinstance(model, Tagger):
         raise click.UsageError("--format conll is for taggers; use text or jsonl")
-    name = getattr(input_file, "name", "-")
-    is_jsonl = str(name).endswith(".jsonl")
+    name = "<stdin>" if input_path == "-" else input_path
+    is_jsonl = input_path.endswith((".jsonl", ".jsonl.gz"))
     field = model.recipe.data.input_field if not isinstance(model, Tagger) else "text"
     if model.recipe.data.inputs == "vectors" and not is_jsonl:
         raise click.UsageError(f"{checkpoint} reads vectors: give a .jsonl file with {field!r} holding each input's steps")
@@ -179,8 +182,7 @@ def predict(checkpoint: str, input_file, output_format: str, batch_size: int, be
             click.echo(line)
         chunk.clear()
 
-    for number, line in enumerate(input_file, start=1):
-        line = line.rstrip("\r\n")
+    for number, line in _input_lines(input_path):
         if is_jsonl:
             if not line.strip():
                 continue
@@ -190,6 +192,25 @@ def predict(checkpoint: str, input_file, output_format: str, batch_size: int, be
         if len(chunk) >= 16 * batch_size:  # stream: predict a chunk, print it, read on
             flush()
     flush()
+
+
+def _input_lines(input_path: str):
+    """``(line number, line)`` of the file ``input_path``, or of stdin for ``-``: UTF-8, gzip
+    for a ``.gz`` name, line endings and a byte order mark removed."""
+    from .data import text_lines
+    from .errors import DataError
+
+    if input_path != "-":
+        path = Path(input_path)
+        if not path.is_file():
+            raise DataError(path, "file not found" if not path.exists() else "not a file")
+        yield from text_lines(path)
+        return
+    for number, raw in enumerate(click.open_file("-", "rb"), start=1):
+        try:
+            yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise DataError("<stdin>", "not UTF-8 text (convert it to UTF-8)", line=number) from None
 
 
 def _jsonl_input(name: str, number: int, line: str, field: str, tagger: bool, vectors: bool) -> Any:
@@ -213,6 +234,12 @@ def _jsonl_input(name: str, number: int, line: str, field: str, tagger: bool, ve
             raise DataError(name, f"{field!r} must be a list of steps, each a list of numbers", line=number)
     elif not isinstance(item, str):
         raise DataError(name, f"{field!r} must be a string", line=number)
+    texts = item if key == "tokens" else [] if vectors else [item]
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:  # JSON escapes can hold half of an emoji
+            raise DataError(name, f"{key!r} holds a lone surrogate {text[error.start]!r} (half of a UTF-16 pair, such as a cut emoji)", line=number) from None
     return item
 
 
@@ -260,7 +287,7 @@ def _format_doc(doc, output_format: str) -> str:
 @click.option("--top-k", type=click.IntRange(min=1), help="Sample among the K most likely tokens.")
 @click.option("--top-p", type=click.FloatRange(min=0.0, max=1.0, min_open=True), help="Sample within the nucleus of probability P.")
 @click.option("--beam", type=click.IntRange(min=1), help="Beam search of this width instead of sampling: the single most likely text.")
-@click.option("--seed", type=int, help="Seed: the same seed gives the same text.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), help="Seed: the same seed gives the same text.")
 def generate(checkpoint: str, prompt: str, condition: Optional[str], num: int, max_tokens: Optional[int], temperature: Optional[float],
              top_k: Optional[int], top_p: Optional[float], beam: Optional[int], seed: Optional[int]) -> None:  # fmt: skip
     """Generate text from a language model or a generator CHECKPOINT."""
@@ -284,7 +311,10 @@ def generate(checkpoint: str, prompt: str, condition: Optional[str], num: int, m
         raise click.UsageError("--condition is for generators; a language model continues a --prompt")
     if beam and num > 1:
         raise click.UsageError("--beam gives the single best text; leave --num out")
-    texts = model.generate(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num=num, beam=beam)
+    try:
+        texts = model.generate(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num=num, beam=beam)
+    except ValueError as error:  # a prompt that is not text (bytes that were not UTF-8, decoded by Python with surrogates)
+        raise click.UsageError(str(error)) from None
     click.echo("\n\n".join(texts))
 
 

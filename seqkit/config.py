@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import RecipeError
 
@@ -27,10 +28,30 @@ Task = Literal["language_model", "tagging", "classification", "regression", "gen
 TASKS: tuple[str, ...] = ("language_model", "tagging", "classification", "regression", "generation", "seq2seq")
 MANY_TO_ONE = ("classification", "regression")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+_SECTIONS = ("data", "tokenizer", "model", "train", "generate")  # an empty one (all keys commented out) means its defaults
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|(list|dict|tuple|literal|function-\w+)\[.*\])$")  # pydantic's tags in a loc
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic would read `hidden_size: true` as 1
+        if isinstance(value, bool) and bool not in _types(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number or a name, not a boolean")
+        return value
+
+
+def _types(annotation: Any) -> set:
+    """Every type an annotation admits, through Optional, Union and Literal."""
+    arguments = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return {type(argument) for argument in arguments}
+    if typing.get_origin(annotation) is Union:
+        return set().union(*(_types(argument) for argument in arguments))
+    return {annotation}
 
 
 class HoldoutConfig(_Section):
@@ -155,8 +176,8 @@ class Recipe(_Section):
     """A whole recipe. ``Recipe.model_dump()`` is what ``config.yaml`` holds."""
 
     task: Task
-    seed: int = 0
-    output_dir: str = "runs/run"
+    seed: int = Field(0, ge=0, lt=2**63)  # what torch.manual_seed takes
+    output_dir: str = Field("runs/run", min_length=1)
     data: DataConfig = DataConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     target_tokenizer: Optional[TokenizerConfig] = None  # seq2seq: the outputs' tokenizer (null: like tokenizer)
@@ -181,11 +202,16 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bo
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise RecipeError([f"{path}: recipe not found"]) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise RecipeError([f"{path}: cannot read the recipe ({error})"]) from None
+    except OSError as error:
+        raise RecipeError([f"{path}: cannot read the recipe ({error.strerror or error})"]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise RecipeError([f"{path}:{line}: not UTF-8 text (convert the recipe to UTF-8)"]) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -199,6 +225,9 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bo
         data = {}
     if not isinstance(data, dict):
         raise RecipeError([f"{path}:1: a recipe is a mapping of sections (task, data, model, train, ...)"])
+    for section in _SECTIONS:
+        if section in data and data[section] is None:
+            data[section] = {}
 
     locate = _Locator(path, root)
     problems = locate.duplicate_keys()
@@ -214,7 +243,8 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bo
         for depth in range(len(loc), 0, -1):
             if loc[:depth] in override_sources:
                 return override_sources[loc[:depth]]
-        return locate(loc)
+        below = [source for key_path, source in override_sources.items() if key_path[: len(loc)] == loc]
+        return below[0] if below else locate(loc)  # `--set train.epochs.x=1` made train.epochs a mapping
 
     recipe, type_problems = _validate(data, where)
     problems += type_problems
@@ -352,6 +382,8 @@ def _check_files(data: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
 
 def _file_problem(loc: tuple[str, ...], value: str) -> list[tuple[tuple[str, ...], str]]:
     path = Path(value)
+    if not value.strip():
+        return [(loc, "an empty path: give a file")]
     if not path.exists():
         return [(loc, f"file not found: {value}")]
     if not path.is_file():
@@ -363,7 +395,16 @@ def _validate(data: dict[str, Any], where) -> tuple[Recipe | None, list[str]]:
     try:
         return Recipe.model_validate(data), []
     except ValidationError as error:
-        return None, [_describe(e, where) for e in error.errors()]
+        # a value that fits no member of a union (`data.train: 5`) fails once per member: one line
+        merged: dict[tuple, dict[str, Any]] = {}
+        for e in error.errors():
+            loc = tuple(part for part in e["loc"] if not (isinstance(part, str) and _UNION_MEMBER.match(part)))
+            key = (loc, repr(e.get("input")))
+            if key in merged and e["type"] not in ("extra_forbidden", "missing"):
+                merged[key]["msg"] += " or " + e["msg"].removeprefix("Input should be ")
+            else:
+                merged.setdefault(key, {**e, "loc": loc})
+        return None, [_describe(e, where) for e in merged.values()]
 
 
 def _describe(error: dict[str, Any], where) -> str:
@@ -376,7 +417,7 @@ def _describe(error: dict[str, Any], where) -> str:
     if kind == "missing":
         allowed = f" (one of {', '.join(TASKS)})" if loc == ("task",) else ""
         return f"{where(loc)}: {key}: missing{allowed}"
-    message = error["msg"]
+    message = error["msg"].removeprefix("Value error, ")
     if kind == "literal_error" and isinstance(error.get("input"), str):
         expected = re.findall(r"'([^']*)'", message)
         close = difflib.get_close_matches(error["input"].lower(), expected, n=1)
@@ -397,9 +438,13 @@ def _did_you_mean(loc: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(name, same_level, n=1)
     if close:
         return f" (did you mean {close[0]}?)" if len(loc) == 1 else f" (did you mean {loc[0]}.{close[0]}?)"
+    elsewhere: dict[str, str] = {}  # key -> the first section that has it
     for section, keys in sections.items():
-        if name in keys:
-            return f" (did you mean {section}.{name}?)"
+        for key in keys:
+            elsewhere.setdefault(key, section)
+    close = [name] if name in elsewhere else difflib.get_close_matches(name, list(elsewhere), n=1, cutoff=0.8)
+    if close:
+        return f" (did you mean {elsewhere[close[0]]}.{close[0]}?)"
     return f" (sections are: {', '.join(Recipe.model_fields)})" if len(loc) == 1 else ""
 
 

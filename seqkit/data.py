@@ -37,6 +37,7 @@ from tokenizers import Tokenizer
 
 from .errors import DataError
 from .labels import OUTSIDE, end_problem, split_tag, tag_problem
+from .tokenize import encode_ids
 
 IGNORE_INDEX = -100  # padded positions of a tag tensor (PyTorch's cross-entropy default)
 MAX_WORD_BYTES = 32  # character features read at most this many bytes of a word
@@ -67,14 +68,18 @@ def read_text(path: str | Path | Sequence[str | Path], input_field: str = "text"
         DataError: a file is missing, not UTF-8, malformed, or there is no text at all.
     """
     paths = [Path(item) for item in path] if isinstance(path, (list, tuple)) else [Path(path)]
-    parts = [_read_one_text(item, input_field) for item in paths]
+    parts = [part for part in (_read_one_text(item, input_field) for item in paths) if part is not None]
+    where = paths[0] if len(paths) == 1 else ", ".join(map(str, paths))
+    if not parts:
+        raise DataError(where, "holds no text (the file is empty)" if len(paths) == 1 else "hold no text (the files are empty)")
     dataset = parts[0] if len(parts) == 1 else _datasets().concatenate_datasets(parts)
     if not any(text.strip() for text in dataset["text"]):
-        raise DataError(paths[0] if len(paths) == 1 else ", ".join(map(str, paths)), "holds no text (every line is blank)")
+        raise DataError(where, "holds no text (every line is blank)")
     return dataset
 
 
-def _read_one_text(path: Path, input_field: str) -> "datasets.Dataset":
+def _read_one_text(path: Path, input_field: str) -> "Optional[datasets.Dataset]":
+    """One file's lines, or ``None`` for an empty file (which ``datasets`` cannot read)."""
     if not path.is_file():
         raise DataError(path, "file not found" if not path.exists() else "not a file")
     if path.name.endswith((".jsonl", ".jsonl.gz")):
@@ -83,8 +88,11 @@ def _read_one_text(path: Path, input_field: str) -> "datasets.Dataset":
     if path.name.endswith((".conll", ".conll.gz")):  # a tagging corpus's words, a sentence a line
         sentences = read_conll(path)["tokens"]
         return _in_memory_dataset({"text": [" ".join(words) for words in sentences]}, f"conll-text:{path.resolve()}:{path.stat().st_mtime_ns}")
+    if path.stat().st_size == 0:
+        return None
     try:
-        return _datasets().load_dataset("text", data_files={"data": str(path)}, split="data")
+        # utf-8-sig: a byte order mark (Windows editors write one) is not part of the text
+        return _datasets().load_dataset("text", data_files={"data": str(path)}, split="data", encoding="utf-8-sig")
     except Exception as error:  # datasets wraps reader errors in its own exception types
         line = _first_undecodable_line(path)
         if line is not None:
@@ -96,7 +104,7 @@ def tokenize_lines(dataset: "datasets.Dataset", tokenizer: Tokenizer) -> "datase
     """Add a ``token_ids`` column to a dataset of ``text`` rows (cached by ``datasets``)."""
 
     def encode(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
-        return {"token_ids": [encoding.ids for encoding in tokenizer.encode_batch(batch["text"])]}
+        return {"token_ids": encode_ids(tokenizer, batch["text"])}
 
     return dataset.map(encode, batched=True, batch_size=1000, desc="tokenizing")
 
@@ -213,13 +221,15 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, sc
                 raise DataError(path, f"found {columns} column(s); data.token_column {token_column} and data.tag_column {tag_column} need more", line=number)
         if len(fields) != columns:
             raise DataError(path, f"expected {columns} columns (like the first line), found {len(fields)}", line=number)
-        tag = fields[tag_column].strip()
+        tag, token = fields[tag_column].strip(), fields[token_column].strip()
+        if not token:
+            raise DataError(path, f"no token in column {token_column % columns + 1} (data.token_column)", line=number)
         problem = tag_problem(tags[-1] if tags else OUTSIDE, tag, scheme)
         if problem:
             raise DataError(path, problem, line=number)
         if not tokens:
             start_line = number
-        tokens.append(fields[token_column].strip())
+        tokens.append(token)
         tags.append(tag)
     close(number + 1)
     if not sentences["tokens"]:
@@ -387,7 +397,8 @@ def read_examples(
             number or a list of numbers (per step: a list of those), or several fields of
             one number each; ``None`` reads no targets (prediction).
         inputs: ``text`` or ``vectors``.
-        targets: ``class``, ``number`` or ``text`` (seq2seq).
+        targets: ``class``, ``number``, ``text`` (seq2seq) or ``condition`` (generation: a
+            class read from ``data.condition_field``).
         key_field: the field whose value is the example's holdout key (``None``: the input).
 
     Raises:
@@ -414,6 +425,7 @@ def read_examples(
                 raise DataError(path, f"{input_field!r} must be a string, found {type(value).__name__}", line=number)
             if not value.strip():
                 raise DataError(path, f"{input_field!r} is empty", line=number)
+            _check_encodable(path, number, input_field, value)
             examples.inputs.append(value)
         else:
             vectors = _vectors(value)
@@ -437,7 +449,7 @@ def read_examples(
 
 def text_lines(path: Path):
     """``(line number, line)`` for every line of a UTF-8 text file, gzipped (``.gz``) or not,
-    line endings (``\\n``, ``\\r\\n``) removed.
+    line endings (``\\n``, ``\\r\\n``) and a leading byte order mark removed.
 
     Raises:
         DataError: a line that is not UTF-8, or a file that cannot be read (a truncated .gz).
@@ -447,7 +459,7 @@ def text_lines(path: Path):
         with opener(path, "rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 try:
-                    yield number, raw.decode("utf-8").rstrip("\r\n")
+                    yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
                 except UnicodeDecodeError:
                     raise DataError(path, "not UTF-8 text (convert the file to UTF-8)", line=number) from None
     except (OSError, EOFError, zlib.error) as error:
@@ -486,26 +498,40 @@ def _read_pairs(path: Path) -> Examples:
     return examples
 
 
+def _check_encodable(path: Path, number: int, field: str, text: str) -> None:
+    """JSON's ``\\ud83d`` escapes can give a lone surrogate (half an emoji, cut in two), which
+    no tokenizer takes: name it rather than fail later."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise DataError(path, f"{field!r} holds a lone surrogate {text[error.start]!r} (half of a UTF-16 pair, such as a cut emoji)", line=number) from None
+
+
 def _vectors(value) -> Optional[np.ndarray]:
     if not isinstance(value, list) or not value or not all(isinstance(step, list) and step for step in value):
         return None
     try:
-        array = np.asarray(value, dtype=np.float32)
-    except (ValueError, TypeError):
+        array = np.asarray(value)
+    except (ValueError, TypeError):  # ragged
         return None
+    if array.dtype.kind not in "iuf":  # strings, booleans, nulls or lists among the numbers
+        return None
+    array = array.astype(np.float32)
     return array if array.ndim == 2 and np.isfinite(array).all() else None
 
 
 def _target(path: Path, number: int, record: dict, fields: list[str], kind: str):
     missing = [name for name in fields if name not in record]
     if missing:
-        raise DataError(path, f"no {missing[0]!r} field (data.target_field)", line=number)
+        key = "data.condition_field" if kind == "condition" else "data.target_field"
+        raise DataError(path, f"no {missing[0]!r} field ({key})", line=number)
     if kind == "text":
         value = record[fields[0]]
         if not isinstance(value, str) or not value.strip():
             raise DataError(path, f"{fields[0]!r} must be a non-empty string, found {value!r}"[:200], line=number)
+        _check_encodable(path, number, fields[0], value)
         return value
-    if kind == "class":
+    if kind in ("class", "condition"):
         value = record[fields[0]]
         if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and not value.strip()):
             raise DataError(path, f"{fields[0]!r} must be a class name (a non-empty string or an integer), found {value!r}", line=number)
@@ -534,21 +560,33 @@ def _numeric(value, depth: int = 0) -> bool:
 def _read_npz(path: Path, input_field: str, fields: list[str], kind: str) -> Examples:
     try:
         arrays = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(path, f"not a readable .npz file ({error})") from None
+    if not isinstance(arrays, np.lib.npyio.NpzFile):  # a single .npy array under a .npz name
+        raise DataError(path, "not a readable .npz file (it holds one .npy array, not named arrays: write it with numpy.savez)")
+
+    def numbers(name: str) -> np.ndarray:
+        try:
+            array = arrays[name]
+        except (OSError, ValueError, zipfile.BadZipFile) as error:  # pickled objects, or a damaged member
+            raise DataError(path, f"{name!r} must hold numbers ({error})") from None
+        if array.dtype.kind not in "iuf":
+            raise DataError(path, f"{name!r} must hold numbers, found {array.dtype} values")
+        return array
+
     with arrays:
         names = set(arrays.files)
         for name in [input_field, *fields]:
             if name not in names:
                 raise DataError(path, f"no array named {name!r} (it holds {', '.join(sorted(names)) or 'nothing'})")
-        values = arrays[input_field].astype(np.float32)
+        values = numbers(input_field).astype(np.float32)
         if values.ndim != 3 or 0 in values.shape:
             raise DataError(path, f"{input_field!r} must be shaped (examples, time, features), found {values.shape}")
         count, time = values.shape[:2]
-        lengths = arrays["lengths"].astype(np.int64) if "lengths" in names else np.full(count, time)
+        lengths = numbers("lengths").astype(np.int64) if "lengths" in names else np.full(count, time)
         if lengths.shape != (count,) or (lengths < 1).any() or (lengths > time).any():
             raise DataError(path, f"'lengths' must hold one length in 1..{time} per example")
-        target_arrays = [arrays[name].astype(np.float32) for name in fields]
+        target_arrays = [numbers(name).astype(np.float32) for name in fields]
     if kind == "class" and fields:
         raise DataError(path, "class targets come as JSON Lines; .npz holds vector inputs with numeric targets")
     for name, array in zip(fields, target_arrays):

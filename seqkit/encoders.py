@@ -172,6 +172,7 @@ class CharFeatures(nn.Module):
         else:
             convolved = self.convolution(vectors.transpose(1, 2)).transpose(1, 2)  # (words, word_length, filters)
             features = convolved.masked_fill((char_ids == 0).unsqueeze(2), float("-inf")).max(dim=1).values
+            features = features.masked_fill((char_ids == 0).all(1, keepdim=True), 0.0)  # an empty word: no bytes, no features
         features = torch.cat([features.new_zeros(1, self.output_dim), features])  # row 0: padding
         return features[char_index]
 

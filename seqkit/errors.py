@@ -30,7 +30,7 @@ class DataError(SeqkitError):
         self.path = str(path)
         self.line = line
         where = f"{self.path}:{line}" if line is not None else self.path
-        super().__init__(f"{where}: {message}")
+        super().__init__(f"{where}: {_one_line(message)}")
 
 
 class CheckpointError(SeqkitError):
@@ -38,4 +38,9 @@ class CheckpointError(SeqkitError):
 
     def __init__(self, path: object, message: str):
         self.path = str(path)
-        super().__init__(f"{self.path}: {message}")
+        super().__init__(f"{self.path}: {_one_line(message)}")
+
+
+def _one_line(message: str) -> str:
+    """A message on one line: details from other libraries (a YAML parser's) can span several."""
+    return " ".join(message.split()) if "\n" in message else message

@@ -14,6 +14,7 @@ Every seqkit tokenizer has the special tokens ``<pad>`` (id 0), ``<unk>`` and ``
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 SPECIAL_TOKENS = [PAD, UNK, EOS]
 DEFAULT_BPE_VOCAB_SIZE = 8000
+MAX_PIECE = 1 << 16  # characters: a longer text is tokenized in pieces (``encode_ids``)
+_PIECE_BOUNDARY = re.compile(r"\s(?=\S)")  # the last whitespace character before a word
 _ANY_CHARACTER = Regex(r"[\s\S]")
 _SPLIT_PATTERNS = {
     "punctuation": r"\w+|[^\w\s]",
@@ -95,7 +98,7 @@ def train_tokenizer(
         raise ValueError(f"unknown tokenizer kind {kind!r}: use word, bpe or char")
     if lowercase:
         tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.train_from_iterator(lines, trainer)
+    tokenizer.train_from_iterator((piece for line in lines for piece in _pieces(line)), trainer)
     return tokenizer
 
 
@@ -133,6 +136,50 @@ def tokenizer_for(config: "TokenizerConfig", lines: Iterable[str]) -> Tokenizer:
     return train_tokenizer(
         config.kind, lines, lowercase=config.lowercase, min_frequency=config.min_frequency, vocab_size=config.vocab_size, split=config.split
     )
+
+
+def encode_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Each text's token ids, as ``tokenizer.encode_batch`` gives them.
+
+    A text longer than ``MAX_PIECE`` characters (a whole corpus on one line) is encoded in
+    pieces cut at whitespace before a word, where seqkit's word, BPE and char tokenizers
+    split anyway, so the ids are the same: on one huge string ``tokenizers`` needs about
+    100 bytes per character and time that grows faster than the text (50 MB: 5 GB, 45 s).
+    """
+    texts = list(texts)
+    long = {index for index, text in enumerate(texts) if len(text) > MAX_PIECE}
+    short = iter(tokenizer.encode_batch([text for index, text in enumerate(texts) if index not in long]))
+    results = []
+    for index, text in enumerate(texts):
+        if index not in long:
+            results.append(next(short).ids)
+            continue
+        pieces, ids = _pieces(text), []
+        for start in range(0, len(pieces), 64):  # a few MB at a time
+            for encoding in tokenizer.encode_batch(pieces[start : start + 64]):
+                ids += encoding.ids
+        results.append(ids)
+    return results
+
+
+def _pieces(text: str) -> list[str]:
+    """``text`` in pieces of at most ``MAX_PIECE`` characters, each cut just before the
+    whitespace character that precedes a word (byte-level BPE reads it with the word, as
+    ``" whale"``); a stretch without whitespace is cut at the limit."""
+    pieces, start = [], 0
+    while len(text) - start > MAX_PIECE:
+        end = cut = start + MAX_PIECE
+        for lookback in (256, MAX_PIECE):  # a boundary is nearly always close to the end
+            last = None
+            for last in _PIECE_BOUNDARY.finditer(text, max(start + 1, end - lookback), end):
+                pass
+            if last is not None:
+                cut = last.start()
+                break
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
 
 
 def split_words(tokenizer: Tokenizer, text: str) -> list[tuple[str, tuple[int, int]]]:

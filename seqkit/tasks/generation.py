@@ -53,13 +53,13 @@ class GenerationTask:
 
     @staticmethod
     def make_tokenizer(recipe: Recipe) -> Tokenizer:
-        return tokenizer_for(recipe.tokenizer, read_splits(recipe, "class", recipe.data.condition_field)["train"].inputs)
+        return tokenizer_for(recipe.tokenizer, read_splits(recipe, "condition", recipe.data.condition_field)["train"].inputs)
 
     def __init__(self, recipe: Recipe, tokenizer: Tokenizer, labels: Optional[LabelSet] = None):
         self.recipe = recipe
         self.tokenizer = tokenizer
         self.ids = special_ids(tokenizer)
-        self.examples = read_splits(recipe, "class", recipe.data.condition_field)
+        self.examples = read_splits(recipe, "condition", recipe.data.condition_field)
         conditioned = recipe.data.condition_field is not None
         self.labels = labels or LabelSet(sorted(set(self.examples["train"].targets)) if conditioned else [], scheme=None, data_scheme=None)
         self.encoded = {split: self._encode(split) for split in self.examples}

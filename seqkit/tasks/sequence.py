@@ -25,7 +25,7 @@ from ..labels import LabelSet, Targets
 from ..metrics import classification_scores, regression_scores
 from ..model import SequenceModel
 from ..runtime import autocast
-from ..tokenize import special_ids, tokenizer_for
+from ..tokenize import encode_ids, special_ids, tokenizer_for
 
 
 class _SequenceTask:
@@ -297,7 +297,7 @@ def encode_inputs(inputs: Sequence, tokenizer: Optional[Tokenizer], data: DataCo
     """
     if tokenizer is not None:
         pad = special_ids(tokenizer).pad
-        sequences = [encoding.ids or [pad] for encoding in tokenizer.encode_batch(list(inputs))]
+        sequences = [ids or [pad] for ids in encode_ids(tokenizer, inputs)]
     else:
         sequences = list(inputs)
     limit = data.max_length
