@@ -13,6 +13,7 @@ from tokenizers import Tokenizer
 from ..config import Recipe
 from ..data import LMChunk, LMStream, read_text, token_stream
 from ..decoding import generate_text
+from ..distributed import shard_rows
 from ..encoders import State
 from ..labels import LabelSet
 from ..metrics import perplexity
@@ -59,7 +60,9 @@ class LanguageModelTask:
         train = self.recipe.train
         # shift the chunk boundaries each epoch so every split point of the text is seen
         offset = random.Random(f"{self.recipe.seed}:{epoch}").randrange(train.bptt) if epoch else 0
-        return LMStream(self.train_stream, train.batch_size, train.bptt, self.pad_id, offset).to(device)
+        stream = LMStream(self.train_stream, train.batch_size, train.bptt, self.pad_id, offset)
+        stream.rows = shard_rows(stream.rows)  # DDP: this process's rows of the global batch
+        return stream.to(device)
 
     def steps_per_epoch(self) -> int:
         train = self.recipe.train
