@@ -68,7 +68,7 @@ def _write_recipe(path: Path, recipe: dict) -> Path:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """Data slices and recipes (batch BATCH per process, no dropout: dropout draws differ
-    between one process and two) for a language model, a CRF
+    between one process and two) for a language model (in memory and streamed), a CRF
     tagger and a class-weighted classifier whose last batch holds one example (so one
     process has nothing of it and runs a stand-in)."""
     root = tmp_path_factory.mktemp("ddp")
@@ -82,6 +82,8 @@ def workspace(tmp_path_factory) -> Path:
           "model": {**TINY_RECIPE["model"], "dropout": 0.0},
           "train": {**TINY_RECIPE["train"], "batch_size": BATCH, "max_steps": 12, "eval_every": 6, "log_every": 3}}  # fmt: skip
     _write_recipe(root / "lm.yaml", {**lm, "output_dir": str(root / "runs" / "lm")})
+    _write_recipe(root / "streamed.yaml", {**lm, "data": {**lm["data"], "streaming": True}, "output_dir": str(root / "runs" / "streamed"),
+                                           "train": {**lm["train"], "max_steps": 30, "eval_every": 10}})  # fmt: skip
     _write_recipe(root / "tagger.yaml", {**TINY_TAGGER, "output_dir": str(root / "runs" / "tagger"),
                                          "data": {"train": str(data / "train.conll"), "valid": str(data / "train.conll")},
                                          "train": {**TINY_TAGGER["train"], "batch_size": BATCH, "log_every": 2}})  # fmt: skip
@@ -96,7 +98,7 @@ def workspace(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ddp_runs(workspace) -> Path:
     """Every recipe trained once by two processes under torchrun."""
-    names = ("lm", "tagger", "classifier")
+    names = ("lm", "streamed", "tagger", "classifier")
     completed = _torchrun("train_all.py", *(f"{name}.yaml" for name in names), cwd=workspace)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return workspace / "runs"
@@ -132,7 +134,7 @@ def assert_same_training(run_dir: Path, reference: Path) -> None:
     torch.testing.assert_close(weights, wanted, rtol=0, atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["lm", "tagger", "classifier"])
+@pytest.mark.parametrize("name", ["lm", "streamed", "tagger", "classifier"])
 def test_two_processes_train_like_one_with_the_global_batch(workspace, ddp_runs, name):
     assert_same_training(ddp_runs / name, _single(workspace, name))
 
