@@ -207,6 +207,11 @@ def estimate_tokens(corpus: Corpus, tokenizer: Tokenizer, sample_bytes: int = 1 
     return max(1, round(corpus.size * tokens / max(sampled, 1)))
 
 
+def estimated_steps(tokens: int, batch_size: int, bptt: int) -> int:
+    """Chunks in an epoch of about ``tokens`` tokens over ``batch_size`` rows."""
+    return max(1, math.ceil(tokens / (batch_size * bptt)))
+
+
 def epoch_offset(seed: int, epoch: int, bptt: int) -> int:
     """Where an epoch starts reading each row: 0, then a shift below ``bptt`` that is a pure
     function of (seed, epoch), as for the in-memory stream."""
@@ -215,8 +220,3 @@ def epoch_offset(seed: int, epoch: int, bptt: int) -> int:
 
 def _paths(paths: str | Sequence[str]) -> list[Path]:
     return [Path(path) for path in paths] if isinstance(paths, (list, tuple)) else [Path(paths)]
-
-
-def estimated_steps(tokens: int, batch_size: int, bptt: int) -> int:
-    """Chunks in an epoch of about ``tokens`` tokens over ``batch_size`` rows."""
-    return max(1, math.ceil(tokens / (batch_size * bptt)))

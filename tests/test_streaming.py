@@ -18,7 +18,7 @@ from seqkit.streaming import Corpus, StreamedText, sample_lines
 from seqkit.tokenize import special_ids, train_tokenizer
 from seqkit.train import TrainingInterrupted, train
 
-from helpers import MOBY, first_lines
+from helpers import MOBY
 from test_language_model import _interrupt_at_step
 
 
