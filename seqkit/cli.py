@@ -8,6 +8,7 @@ code 2; an interrupted training run exits with 130 after saving ``last/``.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -26,6 +27,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except TrainingInterrupted as interrupted:
+            if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 tells
+                ctx.exit(130)
             click.echo(f"seqkit: {interrupted}", err=True)
             resume = ctx.meta.get("seqkit.resume_command")
             if resume:
@@ -71,10 +74,14 @@ def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], r
     if print_config:
         click.echo(dump_recipe(loaded), nl=False)
         return
-    command = ["seqkit", "train", str(recipe), *(part for item in overrides for part in ("--set", item))]
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # under torchrun: resume with as many processes
+    launcher = ["torchrun", "--nproc_per_node", os.environ.get("LOCAL_WORLD_SIZE", str(processes)), "-m", "seqkit"] if processes > 1 else ["seqkit"]
+    command = [*launcher, "train", str(recipe), *(part for item in overrides for part in ("--set", item))]
     command += ["--output-dir", loaded.output_dir, "--resume"]
     click.get_current_context().meta["seqkit.resume_command"] = shlex.join(command)
     result = run_training(loaded, resume=resume, overwrite=overwrite, quiet=quiet)
+    if result.rank != 0:  # under torchrun, rank 0 reports
+        return
     if result.sample is not None and not quiet:
         click.echo(f"\nsample ({loaded.generate.max_tokens} tokens, temperature {loaded.generate.temperature}):\n{result.sample}\n")
     summary = [f"trained {result.steps:,} steps"]

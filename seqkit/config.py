@@ -82,6 +82,7 @@ class DataConfig(_Section):
     truncation: Literal["head", "tail", "head+tail"] = "head"  # which tokens a truncated input keeps
     normalize_targets: bool = True  # regression: train on standardized targets (predictions come back in data units)
     condition_field: Optional[str] = None  # generation: the field naming each text's condition (null: unconditioned)
+    streaming: Union[bool, Literal["auto"]] = "auto"  # language model: read the training text from its files as training goes, never whole (auto: above 1 GiB)
     # seq2seq reads pairs: tab-separated SOURCE<TAB>TARGET lines (.tsv, .tsv.gz), or JSON Lines with input_field and target_field
 
 
@@ -94,6 +95,7 @@ class TokenizerConfig(_Section):
     lowercase: bool = False
     min_frequency: int = Field(1, ge=1)
     vocab_size: Optional[int] = Field(None, ge=8)  # null: word/char keep all, bpe 8000
+    sample_mb: float = Field(100.0, gt=0.0)  # data.streaming: trained on at most this many MB of the training text, 64 evenly spaced pieces
 
 
 class EmbeddingsConfig(_Section):
@@ -288,6 +290,8 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
                 problems.append((("model", key), f"only tagging uses it; remove it or set {default!r}"))
     if isinstance(recipe.data.train, list) and recipe.task != "language_model":
         problems.append((("data", "train"), "only a language model reads several training files; give one path"))
+    if recipe.task != "language_model" and recipe.data.streaming is True:
+        problems.append((("data", "streaming"), "only a language model streams its training text; remove it"))
     if isinstance(recipe.data.train, list) and not recipe.data.train:
         problems.append((("data", "train"), "an empty list: give one or more files"))
     many_to_one = recipe.task in MANY_TO_ONE

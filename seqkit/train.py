@@ -31,6 +31,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import (
     CONFIG, LABELS, TARGET_TOKENIZER, TOKENIZER, WEIGHTS, has_labels, load_trainer_state, load_weights, read_config, read_labels,
     readable_directory, recover, save_checkpoint, write_labels,
@@ -40,7 +41,7 @@ from .encoders import State
 from .errors import CheckpointError, RecipeError, SeqkitError
 from .hub import resolve
 from .model import build_model, count_parameters
-from .runtime import autocast, resolve_device, seed_everything, tune_allocator
+from .runtime import autocast, seed_everything, tune_allocator
 from .tasks import TASKS
 from .tokenize import load_tokenizer, special_ids
 from .transfer import apply_freezing, layer_groups, parameter_groups, trainable_groups, transfer_weights
@@ -91,6 +92,7 @@ class TrainResult:
     sample: Optional[str] = None
     train_tokens_per_sec: float = float("nan")  # steady state: first log interval and evaluations left out
     skipped_batches: int = 0  # train.on_nonfinite: skip
+    rank: int = 0  # under torchrun, this process's rank: rank 0 alone reports
 
 
 def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> TrainResult:
@@ -122,12 +124,13 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
 
 def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> TrainResult:
     """``train`` itself: setup, the loop, the report (``train`` adds only the handling of OS errors)."""
-    say = (lambda message: None) if quiet else tqdm.write
+    world = distributed.setup(recipe.train.device)  # one process, or those torchrun started
+    device = world.device
+    say = (lambda message: None) if quiet or not world.main else tqdm.write
     run_dir = Path(recipe.output_dir)
-    _prepare_run_dir(run_dir, recipe, resume=resume, overwrite=overwrite)
+    world.on_main(_prepare_run_dir, run_dir, recipe, resume=resume, overwrite=overwrite)
     seed_everything(recipe.seed)
     tune_allocator()
-    device = resolve_device(recipe.train.device)
     if recipe.train.precision == "fp16" and device.type != "cuda":
         raise RecipeError([f"train.precision: fp16 needs CUDA, and training runs on {device}; use bf16 or fp32"])
 
@@ -140,9 +143,10 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
     elif source is not None and recipe.model.init_vocabulary == "source":
         tokenizer, labels = load_tokenizer(source / TOKENIZER), None  # transfer: its embedding rows mean the same words
     else:
-        tokenizer = load_tokenizer(recipe.tokenizer.path) if recipe.tokenizer.path and not vectors else task_class.make_tokenizer(recipe)
+        tokenizer = world.on_main(lambda: load_tokenizer(recipe.tokenizer.path) if recipe.tokenizer.path and not vectors else task_class.make_tokenizer(recipe))
         labels = None
-    task = task_class(recipe, tokenizer, labels)
+    with world.main_first():  # DDP: the task sees the global batch size and takes its slice of each batch
+        task = task_class(world.task_recipe(recipe), tokenizer, labels)
     vocab_size, pad_id = (tokenizer.get_vocab_size(), special_ids(tokenizer).pad) if tokenizer is not None else (None, 0)
     model = build_model(recipe.task, recipe.model, vocab_size, pad_id, task.labels).to(device)
     embeddings = recipe.model.embeddings
@@ -166,35 +170,38 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
     scaler = torch.amp.GradScaler(device.type, enabled=recipe.train.precision == "fp16")
     progress, carry, interval = Progress(), None, _Interval(device)
     _check_free_space(run_dir, model, recipe.train, tokenizer, resume=resume)
+    world.seed_process(recipe.seed)  # DDP: dropout draws of its own in each process, the model built alike in all
 
     if resume:
         state = load_trainer_state(run_dir / "last")
+        world.check_resume(read_config(run_dir / "last")[0].train.batch_size, state.get("world_size", 1), recipe.train.batch_size)
         load_weights(model, run_dir / "last" / WEIGHTS)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         progress = Progress(**state["progress"])
         transferred = set(progress.transferred)
-        carry = _to_device(state["carry"], device)
+        carry = world.shard_carry(_to_device(state["carry"], device))
         interval.load_state_dict(state["interval"])
-        torch.set_rng_state(state["rng"]["cpu"])
-        if device.type == "cuda" and state["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        _drop_records_after(run_dir / "metrics.jsonl", progress.step)
+        world.restore_rng(state, recipe.seed, progress.step)
+        if world.main:
+            _drop_records_after(run_dir / "metrics.jsonl", progress.step)
         say(f"resuming {run_dir} at step {progress.step} (epoch {progress.epoch}, batch {progress.batch_in_epoch})")
-    else:
+    elif world.main:
         (run_dir / CONFIG).write_text(dump_recipe(recipe), encoding="utf-8")
         if tokenizer is not None:
             (run_dir / TOKENIZER).write_text(tokenizer.to_str(), encoding="utf-8")
         if task.labels is not None:
             write_labels(run_dir, task.labels)
 
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress.step if resume else None)
-    if not resume:
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress.step if resume else None) if world.main else distributed.NullWriter()
+    if not resume and world.main:
         _log_hparams(writer, recipe, task)
     say(f"{recipe.task}: {task.summary()}")
     say(f"model: {recipe.model.encoder} {recipe.model.num_layers}x{recipe.model.hidden_size}, "
         f"{count_parameters(model):,} parameters on {device}; {steps_per_epoch:,} step{'s' if steps_per_epoch != 1 else ''} per epoch")  # fmt: skip
+    if world.distributed:
+        say(f"distributed: {world.describe(recipe.train.batch_size)}")
 
     def save(name: str, info: dict[str, Any], trainer_state: Optional[dict[str, Any]] = None) -> None:
         try:
@@ -205,36 +212,43 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
                                               "no checkpoint was saved before; make room, then train again with --overwrite"))  # fmt: skip
 
     def save_last(info: dict[str, Any]) -> None:
+        rng = world.rng_states()  # DDP: gathered from every process, like the carried state of every row
         state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "progress": asdict(progress),
-            "carry": _to_device(carry, "cpu"),
+            "carry": _to_device(world.gather_carry(carry), "cpu"),
             "interval": interval.state_dict(),
-            "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+            "rng": rng[0],
+            "rng_per_process": rng,
+            "world_size": world.world_size,
         }
-        save("last", info, trainer_state=state)
+        if world.main:
+            save("last", info, trainer_state=state)
 
     train_config = recipe.train
     epochs = train_config.epochs or math.inf
     bar = tqdm(total=None if math.isinf(total_steps) else int(total_steps), initial=progress.step, unit="step",
-               disable=quiet or not sys.stdout.isatty(), dynamic_ncols=True, leave=False)  # fmt: skip
-    stop = _StopSignal()
+               disable=quiet or not sys.stdout.isatty() or not world.main, dynamic_ncols=True, leave=False)  # fmt: skip
+    stop = _StopSignal(repeat_after=2.0 if world.distributed else 0.0)
     with stop:
         progress.transferred = sorted(transferred)
         while not progress.finished and progress.epoch < epochs:
             if transferred:  # which loaded layers train this epoch: a function of the epoch, so resume agrees
                 apply_freezing(model, groups, transferred, trainable_groups(progress.epoch, len(groups), recipe.train), fixed)
+            train_loss = world.loss_function(task, model)  # task.loss, in DDP when distributed
             batches = task.train_batches(progress.epoch, device)
-            for index in range(progress.batch_in_epoch, len(batches)):
+            for index, batch, end_of_epoch in world.batches(batches, progress.batch_in_epoch):
                 model.train()
                 with autocast(device, train_config.precision):
-                    loss, num_targets, carry = task.loss(model, batches[index], carry)
+                    loss, num_targets, carry = train_loss(batch, carry)
                 # detach the carried state: BPTT stops at chunk boundaries
                 carry = _detach(carry)
+                # DDP: back-propagate this process's share of the global batch's mean loss; log the global loss
+                share, loss, num_targets = world.share(task, batch, loss, num_targets)
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                scaler.scale(share).backward()
                 scaler.unscale_(optimizer)  # clip and log the true gradient under fp16
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip or math.inf)
                 problem = _nonfinite(loss, grad_norm, train_config.precision)  # one sync a step, before any update
@@ -243,7 +257,7 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
                     interval.add(loss.detach(), num_targets, grad_norm)
                     progress.skipped_in_a_row = 0
                 else:  # a NaN or inf never reaches the weights: stop here, or leave this batch out
-                    where = _describe_batch(progress, index, len(batches), batches[index], tokenizer)
+                    where = _describe_batch(progress, index, len(batches), batch, tokenizer)
                     diverged = _skip_or_stop(problem, where, progress, train_config.on_nonfinite, run_dir)
                     if diverged is not None:
                         bar.close()
@@ -256,7 +270,6 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
 
                 progress.step += 1
                 progress.batch_in_epoch = index + 1
-                end_of_epoch = progress.batch_in_epoch == len(batches)
                 if end_of_epoch:
                     progress.epoch, progress.batch_in_epoch, carry = progress.epoch + 1, 0, None
                 bar.update()
@@ -276,7 +289,7 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
                 )
                 if due or out_of_steps or out_of_epochs:
                     interval.pause()
-                    metrics = task.evaluate(model, train_config.precision)
+                    metrics = world.on_main(task.evaluate, model, train_config.precision)  # DDP: every process decides on rank 0's numbers
                     value = metrics[task.metric]
                     improved = progress.best_metric is None or (
                         value > progress.best_metric if task.higher_is_better else value < progress.best_metric
@@ -304,11 +317,11 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
                     _add_scalars(writer, "valid", metrics, progress.step)
                     writer.flush()
                     info = {"step": progress.step, "epoch": record["epoch"], "metrics": {"valid": metrics}}
-                    if improved:
+                    if improved and world.main:
                         save("best", info)
                     save_last(info)
                     say(_describe_eval(record, task) + ("  *best" if improved else ""))
-                    text = task.sample(model)  # generative tasks: what the model writes now
+                    text = task.sample(model) if world.main else None  # generative tasks: what the model writes now
                     if text is not None:
                         writer.add_text("sample", "    " + text.replace("\n", "\n    "), progress.step)
                     if early_stop:
@@ -316,13 +329,16 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
                     interval.resume()
                 if progress.finished:
                     break
-                if stop.requested:
+                if world.any(stop.requested):  # DDP: a request to any process stops them all at this step
                     # finish the step in hand, save everything a resume needs, then leave
                     save_last({"step": progress.step, "epoch": round(progress.step / steps_per_epoch, 3)})
+                    world.barrier()  # torchrun ends every process once one exits with an error: only after last/ is written
                     bar.close()
                     writer.close()
                     raise TrainingInterrupted(progress.step, run_dir / "last")
     bar.close()
+    if not world.main:  # rank 0 reports
+        return TrainResult(run_dir=run_dir, steps=progress.step, rank=world.rank)
 
     # Report on the best checkpoint: test metrics and, for generative tasks, a sample.
     result = TrainResult(run_dir=run_dir, steps=progress.step, train_tokens_per_sec=interval.steady_tokens_per_sec(),
@@ -517,10 +533,13 @@ class _Interval:
 
 
 class _StopSignal:
-    """Turns SIGINT / SIGTERM into a flag the loop checks after each step."""
+    """Turns SIGINT / SIGTERM into a flag the loop checks after each step. A second signal
+    stops at once, unless it comes within ``repeat_after`` seconds (torchrun forwards the
+    terminal's Ctrl-C to processes that got it already)."""
 
-    def __init__(self):
+    def __init__(self, repeat_after: float = 0.0):
         self.requested = False
+        self.repeat_after, self.first = repeat_after, 0.0
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopSignal":
@@ -530,9 +549,10 @@ class _StopSignal:
         return self
 
     def _handle(self, number: int, frame: Any) -> None:
-        if self.requested:  # a second Ctrl-C: stop now
+        if self.requested and time.monotonic() - self.first >= self.repeat_after:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
-        self.requested = True
+        if not self.requested:
+            self.requested, self.first = True, time.monotonic()
 
     def __exit__(self, *exc_info: Any) -> None:
         for number, handler in self.previous.items():
@@ -653,6 +673,8 @@ def _add_scalars(writer: SummaryWriter, split: str, metrics: dict[str, Any], ste
 
 
 def _append_record(path: Path, record: dict[str, Any]) -> None:
+    if not distributed.is_main():  # rank 0 writes metrics.jsonl
+        return
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
 

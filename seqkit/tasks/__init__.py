@@ -6,7 +6,9 @@ and drives early stopping); ``make_tokenizer(recipe)``; ``__init__(recipe, token
 labels)``; ``labels``; ``summary()``; ``train_batches(epoch, device)`` (a pure function
 of the seed and epoch, so that ``--resume`` is exact); ``steps_per_epoch()``;
 ``loss(model, batch, carry)``; ``evaluate(model, precision, split)``; ``describe(metrics)``;
-``sample(model)``.
+``sample(model)``; and, where the loss of a batch is a mean over something other than the
+``num_targets`` that ``loss`` returns, ``loss_weight(batch)``: what it is a mean over (DDP
+weighs each process's loss by it, see ``distributed.py``).
 
 ``TASKS`` is a literal table from a recipe's ``task`` name to its class.
 """

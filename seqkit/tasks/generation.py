@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 from ..config import Recipe
 from ..data import bucketed_batches, collate_sequences
 from ..decoding import beam_search, sample, seeded_generator
+from ..distributed import shard_batches
 from ..labels import LabelSet
 from ..metrics import perplexity
 from ..model import ConditionedGenerator
@@ -83,10 +84,12 @@ class GenerationTask:
         condition_tensor = torch.tensor([conditions[i] for i in indices]) if conditions is not None else None
         return GenerationBatch(inputs.inputs, inputs.lengths, targets, condition_tensor)
 
-    def train_batches(self, epoch: int, device: torch.device) -> list[GenerationBatch]:
-        """The batches of one epoch, grouped by length: a pure function of (seed, epoch)."""
+    def train_batches(self, epoch: int, device: torch.device) -> list[Optional[GenerationBatch]]:
+        """The batches of one epoch, grouped by length: a pure function of (seed, epoch);
+        under DDP this process's part of each (``None`` where it is empty)."""
         lengths = [len(sequence) for sequence in self.encoded["train"][0]]
-        return [self._batch("train", batch) for batch in bucketed_batches(lengths, self.recipe.train.batch_size, seed=f"{self.recipe.seed}:{epoch}")]
+        order = shard_batches(bucketed_batches(lengths, self.recipe.train.batch_size, seed=f"{self.recipe.seed}:{epoch}"))
+        return [self._batch("train", batch) if batch else None for batch in order]
 
     def steps_per_epoch(self) -> int:
         return -(-len(self.encoded["train"][0]) // self.recipe.train.batch_size)

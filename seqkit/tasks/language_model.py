@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,11 +12,13 @@ from tokenizers import Tokenizer
 from ..config import Recipe
 from ..data import LMChunk, LMStream, read_text, token_stream
 from ..decoding import generate_text
+from ..distributed import own_rows, shard_rows
 from ..encoders import State
 from ..labels import LabelSet
 from ..metrics import perplexity
 from ..model import SequenceModel
 from ..runtime import autocast
+from ..streaming import Corpus, StreamedText, epoch_offset, estimate_tokens, estimated_steps, sample_lines, streams
 from ..tokenize import special_ids, tokenizer_for
 
 
@@ -25,7 +26,8 @@ class LanguageModelTask:
     """Next-token prediction over a token stream, trained with truncated BPTT.
 
     The hidden state is carried from one chunk to the next within an epoch, so each
-    batch row reads its slice of the corpus as one long text.
+    batch row reads its slice of the corpus as one long text. With ``data.streaming`` the
+    training text is read from its files as training goes (``streaming.StreamedText``).
     """
 
     name = "language_model"
@@ -36,33 +38,45 @@ class LanguageModelTask:
 
     @staticmethod
     def make_tokenizer(recipe: Recipe) -> Tokenizer:
-        """Train the recipe's tokenizer on the training text."""
-        return tokenizer_for(recipe.tokenizer, read_text(recipe.data.train, recipe.data.input_field)["text"])
+        """Train the recipe's tokenizer on the training text (streamed: on ``tokenizer.sample_mb`` of it)."""
+        data = recipe.data
+        if streams(data.streaming, data.train):
+            return tokenizer_for(recipe.tokenizer, sample_lines(data.train, int(recipe.tokenizer.sample_mb * (1 << 20))))
+        return tokenizer_for(recipe.tokenizer, read_text(data.train, data.input_field)["text"])
 
     def __init__(self, recipe: Recipe, tokenizer: Tokenizer, labels: Optional[LabelSet] = None):
         self.recipe = recipe
         self.tokenizer = tokenizer
         ids = special_ids(tokenizer)
         self.pad_id, self.unk_id = ids.pad, ids.unk
-        self.train_stream = token_stream(recipe.data.train, tokenizer, recipe.data.input_field)
+        self.corpus = Corpus(recipe.data.train) if streams(recipe.data.streaming, recipe.data.train) else None
+        self.train_stream = token_stream(recipe.data.train, tokenizer, recipe.data.input_field) if self.corpus is None else None
+        self.train_tokens = len(self.train_stream) if self.corpus is None else estimate_tokens(self.corpus, tokenizer)
         self.streams = {"valid": token_stream(recipe.data.valid, tokenizer, recipe.data.input_field)}
 
     def summary(self) -> str:
-        return (
-            f"train {len(self.train_stream):,} tokens, valid {len(self.streams['valid']):,} tokens, "
-            f"vocabulary {self.tokenizer.get_vocab_size():,}"
-        )
+        train = f"train {self.train_tokens:,} tokens"
+        if self.corpus is not None:
+            train = f"train streamed from {len(self.corpus.files)} file(s), {self.corpus.size / 1e6:,.1f} MB, about {self.train_tokens:,} tokens"
+        return f"{train}, valid {len(self.streams['valid']):,} tokens, vocabulary {self.tokenizer.get_vocab_size():,}"
 
-    def train_batches(self, epoch: int, device: torch.device) -> LMStream:
+    def train_batches(self, epoch: int, device: torch.device) -> LMStream | StreamedText:
         """The chunks of one epoch, a pure function of (seed, epoch) so that a resumed
         run sees exactly the batches an uninterrupted one would."""
         train = self.recipe.train
         # shift the chunk boundaries each epoch so every split point of the text is seen
-        offset = random.Random(f"{self.recipe.seed}:{epoch}").randrange(train.bptt) if epoch else 0
-        return LMStream(self.train_stream, train.batch_size, train.bptt, self.pad_id, offset).to(device)
+        offset = epoch_offset(self.recipe.seed, epoch, train.bptt)
+        if self.corpus is not None:  # DDP: each process reads only its own rows
+            return StreamedText(self.corpus, self.tokenizer, train.batch_size, train.bptt, self.pad_id, offset, own_rows(train.batch_size), device)
+        stream = LMStream(self.train_stream, train.batch_size, train.bptt, self.pad_id, offset)
+        stream.rows = shard_rows(stream.rows)  # DDP: this process's rows of the global batch
+        return stream.to(device)
 
     def steps_per_epoch(self) -> int:
+        """Chunks per epoch (streamed: an estimate, from the tokens per byte of a sample)."""
         train = self.recipe.train
+        if self.corpus is not None:
+            return estimated_steps(self.train_tokens, train.batch_size, train.bptt)
         return len(LMStream(self.train_stream, train.batch_size, train.bptt, self.pad_id))
 
     def loss(self, model: SequenceModel, chunk: LMChunk, carry: Optional[State]) -> tuple[torch.Tensor, torch.Tensor, State]:

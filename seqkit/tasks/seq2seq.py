@@ -22,6 +22,7 @@ from tokenizers import Tokenizer
 from ..config import Recipe
 from ..data import bucketed_batches, collate_sequences, read_examples
 from ..decoding import beam_search, sample
+from ..distributed import shard_batches
 from ..metrics import group_references, perplexity, sequence_error_rates
 from ..model import Seq2SeqModel
 from ..runtime import autocast
@@ -85,15 +86,17 @@ class Seq2SeqTask:
         outputs = collate_sequences([targets[i][1:] for i in indices], self.target_ids.pad).inputs
         return PairBatch(source.inputs, source.lengths, inputs, outputs)
 
-    def train_batches(self, epoch: int, device: torch.device) -> list[PairBatch]:
+    def train_batches(self, epoch: int, device: torch.device) -> list[Optional[PairBatch]]:
         """The batches of one epoch (grouped by source length), and this epoch's teacher
-        forcing ratio: both pure functions of (seed, epoch)."""
+        forcing ratio: both pure functions of (seed, epoch). Under DDP this process's part
+        of each batch (``None`` where it is empty)."""
         train = self.recipe.train
         end = train.teacher_forcing if train.teacher_forcing_end is None else train.teacher_forcing_end
         progress = epoch / max(1, (train.epochs or 1) - 1)
         self.teacher_forcing = train.teacher_forcing + (end - train.teacher_forcing) * min(1.0, progress)
         lengths = [len(source) for source in self.encoded["train"][0]]
-        return [self._batch("train", batch) for batch in bucketed_batches(lengths, train.batch_size, seed=f"{self.recipe.seed}:{epoch}")]
+        order = shard_batches(bucketed_batches(lengths, train.batch_size, seed=f"{self.recipe.seed}:{epoch}"))
+        return [self._batch("train", batch) if batch else None for batch in order]
 
     def steps_per_epoch(self) -> int:
         return -(-len(self.encoded["train"][0]) // self.recipe.train.batch_size)

@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 
 from ..config import DataConfig, Recipe
 from ..data import Examples, SequenceBatch, bucketed_batches, collate_sequences, holdout_split, read_examples, truncate
+from ..distributed import shard_batches
 from ..errors import DataError, RecipeError
 from ..labels import LabelSet, Targets
 from ..metrics import classification_scores, regression_scores
@@ -82,11 +83,12 @@ class _SequenceTask:
             parts.append(f"{self.recipe.model.input_size} numbers per step")
         return ", ".join(parts) + "; " + self._describe_targets()
 
-    def train_batches(self, epoch: int, device: torch.device) -> list[SequenceBatch]:
-        """The batches of one epoch, grouped by length: a pure function of (seed, epoch)."""
+    def train_batches(self, epoch: int, device: torch.device) -> list[Optional[SequenceBatch]]:
+        """The batches of one epoch, grouped by length: a pure function of (seed, epoch);
+        under DDP this process's part of each (``None`` where it is empty)."""
         inputs, targets, _ = self.encoded["train"]
-        order = bucketed_batches([len(sequence) for sequence in inputs], self.recipe.train.batch_size, seed=f"{self.recipe.seed}:{epoch}")
-        return [collate_sequences([inputs[i] for i in batch], self.pad_id, [targets[i] for i in batch]) for batch in order]
+        order = shard_batches(bucketed_batches([len(sequence) for sequence in inputs], self.recipe.train.batch_size, seed=f"{self.recipe.seed}:{epoch}"))
+        return [collate_sequences([inputs[i] for i in batch], self.pad_id, [targets[i] for i in batch]) if batch else None for batch in order]
 
     def steps_per_epoch(self) -> int:
         return -(-len(self.encoded["train"][0]) // self.recipe.train.batch_size)
@@ -147,6 +149,13 @@ class ClassificationTask(_SequenceTask):
         weights = None if self.class_weights is None else self.class_weights.to(device)
         return model.head.loss(logits, batch.targets, weights), torch.tensor(len(batch.lengths), device=device), None
 
+    def loss_weight(self, batch: SequenceBatch) -> float:
+        """What the loss of a batch is a mean over: its examples, each weighted by its class
+        weight when there are class weights (DDP weighs each process's loss by it)."""
+        if self.class_weights is None:
+            return len(batch.lengths)
+        return float(self.class_weights[batch.targets.cpu()].sum())
+
     def evaluate(self, model: SequenceModel, precision: str = "fp32", split: str = "valid") -> dict[str, Any]:
         """Accuracy, macro-F1 and per-class precision/recall/F1 on a split, and the loss."""
         logits, gold = self.outputs(model, split, precision)
@@ -195,6 +204,11 @@ class RegressionTask(_SequenceTask):
         batch = batch.to(device)
         outputs, _ = model(batch.inputs, batch.lengths)  # (batch, outputs) or (batch, time, outputs)
         return model.head.loss(outputs, batch.targets, self.recipe.train.loss), torch.tensor(len(batch.lengths), device=device), None
+
+    def loss_weight(self, batch: SequenceBatch) -> int:
+        """What the loss of a batch is a mean over: its target values (per step: those of
+        real steps); DDP weighs each process's loss by it."""
+        return int((~torch.isnan(batch.targets)).sum())
 
     def evaluate(self, model: SequenceModel, precision: str = "fp32", split: str = "valid") -> dict[str, Any]:
         """MAE and RMSE in the data's units, against always predicting the training mean."""

@@ -9,6 +9,7 @@ from tokenizers import Tokenizer
 
 from ..config import Recipe
 from ..data import TaggedBatch, bucketed_batches, collate_tagged, read_conll
+from ..distributed import shard_batches
 from ..labels import LabelSet, convert, split_tag, tags_for_types
 from ..metrics import entity_scores
 from ..model import SequenceModel
@@ -72,13 +73,15 @@ class TaggingTask:
             f"vocabulary {self.tokenizer.get_vocab_size():,}, {len(types)} entity types, {len(self.labels.labels)} tags ({self.labels.scheme})"
         )
 
-    def train_batches(self, epoch: int, device: torch.device) -> list[TaggedBatch]:
-        """The batches of one epoch, a pure function of (seed, epoch)."""
+    def train_batches(self, epoch: int, device: torch.device) -> list[Optional[TaggedBatch]]:
+        """The batches of one epoch, a pure function of (seed, epoch); under DDP this
+        process's part of each (``None`` where it is empty)."""
         ids, words, tags = self.train_examples
-        order = bucketed_batches([len(sentence) for sentence in ids], self.recipe.train.batch_size, seed=f"{self.recipe.seed}:{epoch}")
+        order = shard_batches(bucketed_batches([len(sentence) for sentence in ids], self.recipe.train.batch_size, seed=f"{self.recipe.seed}:{epoch}"))
         with_chars = self.recipe.model.char_features != "none"
         return [
             collate_tagged([ids[i] for i in batch], [words[i] for i in batch] if with_chars else None, [tags[i] for i in batch], self.pad_id)
+            if batch else None
             for batch in order
         ]
 
@@ -91,6 +94,11 @@ class TaggingTask:
         emissions, _ = model(batch.token_ids, batch.lengths, char_ids=batch.char_ids, char_index=batch.char_index)
         # emissions: (batch, time, tags)
         return model.head.loss(emissions, batch.tag_ids), batch.lengths.sum().to(emissions.device), None
+
+    def loss_weight(self, batch: TaggedBatch) -> int:
+        """What the loss of a batch is a mean over: sentences with a CRF, words without (DDP
+        weighs each process's loss by it)."""
+        return len(batch.lengths) if self.recipe.model.crf else int(batch.lengths.sum())
 
     def evaluate(self, model: SequenceModel, precision: str = "fp32", split: str = "valid") -> dict[str, Any]:
         """Entity precision, recall and F1 (micro and per type) on a split of the recipe's data."""
