@@ -3,7 +3,8 @@
     python benchmarks/gpu_check.py [--out DIR]
 
 1. The packed encoder on CUDA (cuDNN) against the CPU, every cell, uni- and bidirectional.
-2. ``recipes/lm.yaml`` trained on CUDA (bf16 and fp32): tokens/s, validation and test perplexity.
+2. ``recipes/lm.yaml`` trained on CUDA (bf16; fp32 and fp16, with gradient scaling, for one
+   epoch each, to compare): tokens/s, validation and test perplexity.
 3. The same model trained on this machine's CPU for a few steps: tokens/s, for the ratio.
 4. The checkpoint loaded in a fresh process on CUDA: the same seed generates the same
    text, and its test perplexity matches the one training reported.
@@ -149,6 +150,7 @@ def main() -> None:
     for name, overrides in {
         "cuda-bf16": ["train.device=cuda", "train.precision=bf16"],
         "cuda-fp32": ["train.device=cuda", "train.precision=fp32", "train.epochs=1", "data.test=null"],
+        "cuda-fp16": ["train.device=cuda", "train.precision=fp16", "train.epochs=1", "data.test=null"],  # with gradient scaling
         "cpu-bf16": ["train.device=cpu", "train.precision=bf16", "train.max_steps=60", "train.log_every=10", "data.test=null"],
     }.items():
         recipe = load_recipe(ROOT / "recipes" / "lm.yaml", [*overrides, f"output_dir={out / name}"])
