@@ -148,7 +148,14 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
     with world.main_first():  # DDP: the task sees the global batch size and takes its slice of each batch
         task = task_class(world.task_recipe(recipe), tokenizer, labels)
     vocab_size, pad_id = (tokenizer.get_vocab_size(), special_ids(tokenizer).pad) if tokenizer is not None else (None, 0)
-    model = build_model(recipe.task, recipe.model, vocab_size, pad_id, task.labels).to(device)
+    try:
+        model = build_model(recipe.task, recipe.model, vocab_size, pad_id, task.labels).to(device)
+    except (MemoryError, RuntimeError) as error:  # sizes that pass validation but not the allocator
+        if not isinstance(error, MemoryError) and "alloc" not in str(error).lower() and "out of memory" not in str(error).lower():
+            raise
+        sizes = ", ".join(f"model.{key}={getattr(recipe.model, key)}" for key in ("embedding_dim", "hidden_size", "num_layers"))
+        sizes += f", vocabulary {vocab_size:,}" if vocab_size else ""
+        raise RecipeError([f"the model does not fit in memory on {device} ({sizes}): choose smaller sizes"]) from None
     embeddings = recipe.model.embeddings
     if embeddings.pretrained is not None and not resume:
         coverage = load_vectors(model.embedding.embedding, tokenizer, embeddings.pretrained)

@@ -597,6 +597,13 @@ def test_recipe_paths_that_are_not_files(recipe_dir):
     assert_cli_error(run_cli(["train", "nope.yaml", "--output-dir", ""]), r"--output-dir.*an empty path")
 
 
+def test_sizes_too_big_for_memory_fail_naming_them(recipe_dir):
+    path = recipe_dir / "recipe.yaml"
+    path.write_text(RECIPE + "model: {hidden_size: 100000000}\n", encoding="utf-8")
+    result = run_cli(["train", str(path), "--output-dir", str(recipe_dir / "runs" / "huge")])
+    assert_cli_error(result, r"the model does not fit in memory on cpu \(model\.embedding_dim=\d+, model\.hidden_size=100000000, model\.num_layers=\d+, vocabulary \d+\): choose smaller sizes$")
+
+
 # --- 5. Inference through the Python API ------------------------------------------------------
 
 LONG_TEXT = "Call me Ishmael. Some years ago, never mind how long precisely, I went to sea. " * 40  # 100x the training texts
