@@ -4,13 +4,10 @@ learning rate.
 
 ``transfer_weights`` copies every ``embedding.*`` and ``encoder.*`` tensor whose name and
 shape match, and reports what was loaded, what is new and what was skipped for a shape
-mismatch. A tagger with character features reads more than word vectors: the first
-layer's input weights are copied for the word vectors' columns and the rest start fresh
-(reported as loaded in part; they train from the start). When the model has a vocabulary
-of its own (``model.init_vocabulary: task``), the word embedding is copied row by row
-instead: each word the source knows (as it is, or lowercased) gets the source's row,
-every other word the mean of the source's rows, as ULMFiT starts words its language model
-never saw. ``layer_groups`` orders the model's parameters from the top (head and anything
+mismatch. When the model has a vocabulary of its own (``model.init_vocabulary: task``),
+the word embedding is copied row by row instead: each word the source knows (as it is, or
+lowercased) gets the source's row, every other word the mean of the source's rows, as
+ULMFiT starts words its language model never saw. ``layer_groups`` orders the model's parameters from the top (head and anything
 new) down to the embedding; ``trainable_groups`` says, for an epoch, how many of them train.
 """
 
@@ -32,7 +29,6 @@ from .errors import CheckpointError
 
 TRANSFERRED_PREFIXES = ("embedding.", "encoder.")
 WORD_EMBEDDING = "embedding.embedding.weight"
-FIRST_INPUT = "encoder.rnn.weight_ih_l0"  # its first columns read the word vectors, any after them character features
 _LAYER = re.compile(r"^encoder\.rnn\.\w+_l(\d+)(_reverse)?$")
 
 
@@ -44,15 +40,12 @@ class TransferReport:
     loaded: list[str] = field(default_factory=list)
     new: list[str] = field(default_factory=list)  # in this model, not taken from the source
     skipped: list[str] = field(default_factory=list)  # "name (source shape -> this shape)"
-    partly: list[str] = field(default_factory=list)  # loaded in part (and trained from the start, like new ones)
     rows: str = ""  # with a vocabulary of the model's own: how many word rows came from the source
 
     def describe(self) -> str:
-        partly = f" (and {len(self.partly)} in part)" if self.partly else ""
-        lines = [f"init_from {self.source}: loaded {len(self.loaded)} tensors{partly}, {len(self.new)} new, {len(self.skipped)} skipped (shape)"]
+        lines = [f"init_from {self.source}: loaded {len(self.loaded)} tensors, {len(self.new)} new, {len(self.skipped)} skipped (shape)"]
         lines += [f"  {self.rows}"] if self.rows else []
         lines += [f"  loaded  {name}" for name in self.loaded]
-        lines += [f"  partly  {name}" for name in self.partly]
         lines += [f"  skipped {name}" for name in self.skipped]
         lines += [f"  new     {name}" for name in self.new]
         return "\n".join(lines)
@@ -87,9 +80,6 @@ def transfer_weights(model: nn.Module, source: str | Path, vocabularies: tuple[T
             loaded.add(tensor.data_ptr())
         elif stored is None:
             report.new.append(name)
-        elif name == FIRST_INPUT and stored.dim() == 2 and stored.shape[0] == tensor.shape[0] and stored.shape[1] < tensor.shape[1]:
-            tensor[:, : stored.shape[1]] = stored  # the word vectors' columns; the character features' stay as built
-            report.partly.append(f"{name} (input columns 0-{stored.shape[1] - 1} of {tensor.shape[1]}: the word vectors'; the rest are new)")
         elif stored.shape != tensor.shape:
             report.skipped.append(f"{name} ({tuple(stored.shape)} -> {tuple(tensor.shape)})")
         else:

@@ -9,7 +9,7 @@ import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from helpers import SPAM, TINY_CLASSIFIER, TINY_TAGGER, WNUT, first_records, first_sentences, write_jsonl
+from helpers import SPAM, TINY_CLASSIFIER, first_records, write_jsonl
 from seqkit.cli import main
 from seqkit.config import TrainConfig, load_recipe
 from seqkit.data import read_text
@@ -18,7 +18,7 @@ from seqkit.model import build_model
 from seqkit.tasks import TASKS
 from seqkit.tokenize import load_tokenizer
 from seqkit.train import train
-from seqkit.transfer import layer_groups, parameter_groups, trainable_groups, transfer_weights
+from seqkit.transfer import layer_groups, parameter_groups, trainable_groups
 
 
 @pytest.fixture
@@ -112,24 +112,3 @@ def test_a_language_model_reads_the_words_of_a_conll_file(tmp_path):
     path = tmp_path / "tweets.conll"
     path.write_text("Hello\tO\nNew\tB-loc\nYork\tI-loc\n\n:)\tO\n", encoding="utf-8")
     assert read_text(path)["text"] == ["Hello New York", ":)"]
-
-
-def test_a_tagger_with_character_features_takes_the_word_columns_of_the_first_input_weights(lm_run, tmp_path):
-    tweets = tmp_path / "tweets.conll"
-    tweets.write_text(first_sentences(WNUT / "train.conll", 40), encoding="utf-8")
-    path = tmp_path / "tagger.yaml"
-    path.write_text(yaml.safe_dump({**TINY_TAGGER, "data": {"train": str(tweets), "valid": str(tweets)}}), encoding="utf-8")
-    recipe = load_recipe(path, ["model.embedding_dim=16", "model.hidden_size=24", "model.num_layers=2", "model.bidirectional=false",
-                                         f"model.init_from={lm_run / 'best'}", "model.init_vocabulary=task"])  # fmt: skip
-    tokenizer = TASKS["tagging"].make_tokenizer(recipe)
-    task = TASKS["tagging"](recipe, tokenizer)
-    model = build_model("tagging", recipe.model, tokenizer.get_vocab_size(), 0, task.labels)
-    built = model.encoder.rnn.weight_ih_l0.detach().clone()
-    report = transfer_weights(model, lm_run / "best", (load_tokenizer(lm_run / "tokenizer.json"), tokenizer))
-    assert report.describe().splitlines()[0].endswith("loaded 8 tensors (and 1 in part), 8 new, 0 skipped (shape)")
-    assert report.partly == ["encoder.rnn.weight_ih_l0 (input columns 0-15 of 24: the word vectors'; the rest are new)"]
-    lm = load_file(str(lm_run / "best" / "model.safetensors"))
-    weight = model.encoder.rnn.weight_ih_l0.detach()
-    torch.testing.assert_close(weight[:, :16], lm["encoder.rnn.weight_ih_l0"], rtol=0, atol=0)  # reads the word vectors as the LM did
-    torch.testing.assert_close(weight[:, 16:], built[:, 16:], rtol=0, atol=0)  # the character features' columns: as built
-    torch.testing.assert_close(model.encoder.rnn.weight_hh_l1, lm["encoder.rnn.weight_hh_l1"], rtol=0, atol=0)
