@@ -126,11 +126,9 @@ class Seq2SeqTask:
             count += int((batch.targets != self.target_ids.pad).sum())
         model.train(was_training)
         # a source listed more than once has several right answers; decode it once
-        first: dict[str, int] = {}
-        for index, text in enumerate(self.examples[split].inputs):
-            first.setdefault(text, index)
-        texts, references = group_references(self.examples[split].inputs, [self._tokens(target[1:-1]) for target in targets])
-        predicted = translate_ids(model, [sources[first[text]] for text in texts], self.target_ids, self.recipe.train.eval_batch_size, beam=beam)
+        _, groups = group_references(self.examples[split].inputs, range(len(targets)))
+        references = [[self._tokens(targets[index][1:-1]) for index in group] for group in groups]
+        predicted = translate_ids(model, [sources[group[0]] for group in groups], self.target_ids, self.recipe.train.eval_batch_size, beam=beam)
         scores = sequence_error_rates(references, [self._tokens(ids) for ids in predicted])
         return {"loss": total / max(count, 1), "perplexity": perplexity(total, count), **scores}
 
