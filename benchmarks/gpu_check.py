@@ -8,13 +8,18 @@
 3. The same model trained on this machine's CPU for a few steps: tokens/s, for the ratio.
 4. The checkpoint loaded in a fresh process on CUDA: the same seed generates the same
    text, and its test perplexity matches the one training reported.
-5. ``recipes/ner.yaml`` (BiLSTM-CRF, char features) trained on CUDA for a few hundred steps:
-   loss falls, dev F1; then the checkpoint tags the dev tweets on CUDA and on the CPU in a
-   fresh process, and the tags must agree.
+5. ``recipes/ner.yaml`` (BiLSTM-CRF, char features) trained on CUDA for a few hundred steps,
+   in fp32 and in fp16: loss falls, dev F1; then the checkpoint tags the dev tweets on CUDA
+   and on the CPU in a fresh process, and the tags must agree.
 6. ``recipes/spam.yaml`` (BiLSTM + attention pooling) trained on CUDA for a few hundred
-   steps; predictions on CUDA and on the CPU must agree.
+   steps, in fp32 and in fp16; predictions on CUDA and on the CPU must agree.
+7. DDP on CUDA: two processes under ``torchrun`` sharing the one GPU (gloo: nccl refuses
+   two processes on one GPU) train the language model and the tagger like one process
+   with the doubled batch. Then ``torchrun --nproc_per_node 2 -m seqkit train`` as a user
+   would type it: nccl with two GPUs, or one line saying there are too few.
 
-``--only lm,tagger,classifier`` runs a subset (each section takes well under a minute).
+``--only lm,tagger,classifier,ddp`` runs a subset (each section takes about a minute). A
+section that fails is reported and the others still run.
 
 Prints one line per check and writes them all to ``DIR/gpu_check.json``. Record what it
 printed in ``benchmarks/RESULTS.md``.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -110,6 +116,75 @@ def train_on_cuda(recipe_name: str, overrides: list[str], out: Path) -> dict:
     }
 
 
+# One process (WORLD_SIZE unset) or one of two under torchrun, both on the one GPU.
+DDP_WORKER = """
+import json, os, sys, torch
+torch.backends.cudnn.allow_tf32 = False  # compare fp32 with fp32
+if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    import torch.distributed as dist
+    os.environ["LOCAL_RANK"] = "0"  # both processes on cuda:0
+    dist.init_process_group("gloo")  # seqkit joins the group it finds
+from seqkit.config import load_recipe
+from seqkit.train import train
+for path, overrides in json.loads(sys.argv[1]):
+    train(load_recipe(path, overrides), overwrite=True, quiet=True)
+"""
+
+
+def _largest_relative_difference(run_dir: Path, reference: Path) -> dict:
+    """Every logged number of a run against a reference run's (same steps and splits)."""
+    records, expected = ([json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (run_dir, reference))
+    if [(r["step"], r["split"]) for r in records] != [(r["step"], r["split"]) for r in expected]:
+        return {"same_records": False}
+    largest = max(
+        abs(record[key] - value) / max(abs(value), 1e-12)
+        for record, wanted in zip(records, expected)
+        for key, value in wanted.items()
+        if isinstance(value, float) and key != "tokens_per_sec"
+    )
+    return {"same_records": True, "records": len(records), "largest_relative_difference": largest}
+
+
+def ddp_on_cuda(out: Path) -> dict:
+    """Two processes with batch B on the one GPU against one process with batch 2B."""
+    worker = out / "ddp_worker.py"
+    worker.write_text(DDP_WORKER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    common = {
+        "lm.yaml": ["model.dropout=0", "train.max_steps=60", "train.eval_every=30", "train.log_every=10", "data.test=null"],
+        "ner.yaml": ["model.dropout=0", "train.max_steps=40", "train.eval_every=20", "train.log_every=10"],
+    }
+    batch = {"lm.yaml": 16, "ner.yaml": 8}
+
+    def runs(processes: int) -> str:
+        return json.dumps([
+            [str(ROOT / "recipes" / name), ["train.device=cuda", "train.precision=fp32", f"train.batch_size={batch[name] * (3 - processes)}",
+                                            *overrides, f"output_dir={out / f'{name[:-5]}-{processes}'}"]]
+            for name, overrides in common.items()
+        ])  # fmt: skip
+
+    report: dict = {}
+    for processes in (1, 2):
+        launcher = [sys.executable] if processes == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        started = time.perf_counter()
+        completed = subprocess.run([*launcher, str(worker), runs(processes)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+        if completed.returncode != 0:
+            raise RuntimeError(f"{processes} process(es) failed: {completed.stderr[-3000:]}")
+        report[f"seconds_{processes}_processes"] = round(time.perf_counter() - started, 1)
+    for name in common:
+        report[name[:-5]] = _largest_relative_difference(out / f"{name[:-5]}-2", out / f"{name[:-5]}-1")
+
+    # As a user would type it: nccl, one process per GPU.
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "seqkit", "train",
+               str(ROOT / "recipes" / "lm.yaml"), "--set", "train.device=cuda", "--set", "train.max_steps=40", "--set", "data.test=null",
+               "--output-dir", str(out / "torchrun-nccl")]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    seqkit_lines = [line for line in completed.stderr.splitlines() + completed.stdout.splitlines() if "seqkit" in line.lower() or "process" in line]
+    report["torchrun_2_processes"] = {"gpus": torch.cuda.device_count(), "exit_code": completed.returncode,
+                                      "lines": seqkit_lines[-6:], "stdout_tail": completed.stdout[-600:]}  # fmt: skip
+    return report
+
+
 def in_fresh_process(code: str, checkpoint: Path, devices: tuple[str, str] = ("cuda", "cpu")) -> dict:
     completed = subprocess.run([sys.executable, "-c", code, str(checkpoint), *devices], capture_output=True, text=True, cwd=ROOT)
     if completed.returncode != 0:
@@ -118,30 +193,40 @@ def in_fresh_process(code: str, checkpoint: Path, devices: tuple[str, str] = ("c
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default="runs/gpu_check")
-    parser.add_argument("--only", default="lm,tagger,classifier", help="comma-separated sections: lm, tagger, classifier")
-    args = parser.parse_args()
-    sections = set(args.only.split(","))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report: dict = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0), "cuda": torch.version.cuda}
-    print(json.dumps(report), flush=True)
-    if "tagger" in sections:
-        report["tagger"] = tagger = train_on_cuda("ner.yaml", ["train.max_steps=480", "train.log_every=40"], out / "ner")
-        print(f"tagger trained on CUDA: {tagger}", flush=True)
-        tagger["fresh_process"] = in_fresh_process(TAG_ON_BOTH, out / "ner" / "best")
-        print(f"tagger, fresh process, CUDA vs CPU: {tagger['fresh_process']}", flush=True)
-    if "classifier" in sections:
-        report["classifier"] = classifier = train_on_cuda("spam.yaml", ["train.max_steps=300", "train.log_every=25"], out / "spam")
-        print(f"classifier trained on CUDA: {classifier}", flush=True)
-        classifier["fresh_process"] = in_fresh_process(CLASSIFY_ON_BOTH, out / "spam" / "best")
-        print(f"classifier, fresh process, CUDA vs CPU: {classifier['fresh_process']}", flush=True)
+def section(report: dict, name: str, out: Path, run) -> None:
+    """Run one section; a failure is reported (and saved) and the next section still runs."""
+    try:
+        report[name] = run()
+    except Exception as error:  # a check script: report everything, stop nothing
+        report[name] = {"failed": f"{type(error).__name__}: {error}"[-3000:]}
+        print(f"{name} FAILED: {report[name]['failed']}", flush=True)
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
-    if "lm" not in sections:
-        return
 
+
+def check_tagger(out: Path) -> dict:
+    steps = ["train.max_steps=480", "train.log_every=40"]
+    result = train_on_cuda("ner.yaml", [*steps, "train.precision=fp32"], out / "ner")
+    print(f"tagger trained on CUDA, fp32: {result}", flush=True)
+    result["fp16"] = train_on_cuda("ner.yaml", [*steps, "train.precision=fp16"], out / "ner-fp16")
+    print(f"tagger trained on CUDA, fp16 with gradient scaling: {result['fp16']}", flush=True)
+    result["fresh_process"] = in_fresh_process(TAG_ON_BOTH, out / "ner" / "best")
+    print(f"tagger, fresh process, CUDA vs CPU: {result['fresh_process']}", flush=True)
+    return result
+
+
+def check_classifier(out: Path) -> dict:
+    steps = ["train.max_steps=300", "train.log_every=25"]
+    result = train_on_cuda("spam.yaml", [*steps, "train.precision=fp32"], out / "spam")
+    print(f"classifier trained on CUDA, fp32: {result}", flush=True)
+    result["fp16"] = train_on_cuda("spam.yaml", [*steps, "train.precision=fp16"], out / "spam-fp16")
+    print(f"classifier trained on CUDA, fp16 with gradient scaling: {result['fp16']}", flush=True)
+    result["fresh_process"] = in_fresh_process(CLASSIFY_ON_BOTH, out / "spam" / "best")
+    print(f"classifier, fresh process, CUDA vs CPU: {result['fresh_process']}", flush=True)
+    return result
+
+
+def check_language_model(out: Path) -> dict:
+    report: dict = {}
     for tf32 in (True, False):
         report[f"packed_max_abs_difference_tf32_{tf32}"] = packed = packed_cuda_vs_cpu(tf32)
         print(f"packed encoder, CUDA (cuDNN TF32 {'on' if tf32 else 'off'}) vs CPU, max |difference|: {packed}", flush=True)
@@ -169,13 +254,32 @@ def main() -> None:
 
     fresh = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(out / "cuda-bf16" / "best")], capture_output=True, text=True, cwd=ROOT)
     if fresh.returncode != 0:
-        print(fresh.stderr, file=sys.stderr)
-        raise SystemExit("loading the checkpoint in a fresh process failed")
+        raise RuntimeError(f"loading the checkpoint in a fresh process failed: {fresh.stderr[-3000:]}")
     report["fresh_process"] = loaded = json.loads(fresh.stdout.strip().splitlines()[-1])
     loaded["test_perplexity_matches_training"] = abs(loaded["test_perplexity"] - runs["cuda-bf16"]["test_perplexity"]) < 0.05 * loaded["test_perplexity"]
     print(f"fresh process: {loaded}", flush=True)
     print(f"GPU/CPU training tokens/s: {report['gpu_over_cpu_tokens_per_sec']}x", flush=True)
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="runs/gpu_check")
+    parser.add_argument("--only", default="lm,tagger,classifier,ddp", help="comma-separated sections: lm, tagger, classifier, ddp")
+    args = parser.parse_args()
+    sections = set(args.only.split(","))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0), "cuda": torch.version.cuda, "gpus": torch.cuda.device_count()}
+    print(json.dumps(report), flush=True)
+    checks = {"tagger": check_tagger, "classifier": check_classifier, "lm": check_language_model, "ddp": ddp_on_cuda}
+    for name, check in checks.items():
+        if name in sections:
+            started = time.perf_counter()
+            section(report, name, out, lambda: check(out))
+            print(f"[{name}: {time.perf_counter() - started:.0f} s]", flush=True)
+    if "ddp" in report:
+        print(f"ddp: {report['ddp']}", flush=True)
 
 
 if __name__ == "__main__":

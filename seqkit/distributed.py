@@ -287,7 +287,14 @@ def setup(device_name: str = "auto") -> World:
     if world_size <= 1:
         return World(device=device)
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise SeqkitError(
+                f"torchrun started process {local_rank} of this machine, which would train on cuda:{local_rank}, but {gpus} "
+                f"GPU{'s are' if gpus != 1 else ' is'} visible: use --nproc_per_node {gpus} or fewer (one process per GPU), "
+                "or train on the CPU with train.device=cpu"
+            )
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)

@@ -179,3 +179,17 @@ def test_a_ddp_run_resumes_in_one_process_with_the_same_global_batch(workspace, 
         train(load_recipe(recipe, [f"output_dir={run_dir}"]), resume=True, quiet=True)
     train(load_recipe(recipe, [f"output_dir={run_dir}", f"train.batch_size={PROCESSES * BATCH}"]), resume=True, quiet=True)
     assert_same_training(run_dir, _single(workspace, "lm"))
+
+
+def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
+    """``torchrun --nproc_per_node 2`` on a machine with one GPU: the second process names
+    the mismatch before it touches CUDA (which would fail with "invalid device ordinal")."""
+    from seqkit import distributed
+
+    monkeypatch.setattr(distributed, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: pytest.fail("set_device reached"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(SeqkitError, match=r"process 1 of this machine, which would train on cuda:1, but 1 GPU is visible: use --nproc_per_node 1"):
+        distributed.setup("cuda")
