@@ -203,25 +203,16 @@ def section(report: dict, name: str, out: Path, run) -> None:
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
 
 
-def check_tagger(out: Path) -> dict:
-    steps = ["train.max_steps=480", "train.log_every=40"]
-    result = train_on_cuda("ner.yaml", [*steps, "train.precision=fp32"], out / "ner")
-    print(f"tagger trained on CUDA, fp32: {result}", flush=True)
-    result["fp16"] = train_on_cuda("ner.yaml", [*steps, "train.precision=fp16"], out / "ner-fp16")
-    print(f"tagger trained on CUDA, fp16 with gradient scaling: {result['fp16']}", flush=True)
-    result["fresh_process"] = in_fresh_process(TAG_ON_BOTH, out / "ner" / "best")
-    print(f"tagger, fresh process, CUDA vs CPU: {result['fresh_process']}", flush=True)
-    return result
-
-
-def check_classifier(out: Path) -> dict:
-    steps = ["train.max_steps=300", "train.log_every=25"]
-    result = train_on_cuda("spam.yaml", [*steps, "train.precision=fp32"], out / "spam")
-    print(f"classifier trained on CUDA, fp32: {result}", flush=True)
-    result["fp16"] = train_on_cuda("spam.yaml", [*steps, "train.precision=fp16"], out / "spam-fp16")
-    print(f"classifier trained on CUDA, fp16 with gradient scaling: {result['fp16']}", flush=True)
-    result["fresh_process"] = in_fresh_process(CLASSIFY_ON_BOTH, out / "spam" / "best")
-    print(f"classifier, fresh process, CUDA vs CPU: {result['fresh_process']}", flush=True)
+def check_task(name: str, recipe: str, steps: list[str], fresh_process_code: str, out: Path) -> dict:
+    """Train a recipe on CUDA in fp32 and in fp16 (with gradient scaling), then use the fp32
+    checkpoint on CUDA and on the CPU in a fresh process."""
+    run = recipe.removesuffix(".yaml")
+    result = train_on_cuda(recipe, [*steps, "train.precision=fp32"], out / run)
+    print(f"{name} trained on CUDA, fp32: {result}", flush=True)
+    result["fp16"] = train_on_cuda(recipe, [*steps, "train.precision=fp16"], out / f"{run}-fp16")
+    print(f"{name} trained on CUDA, fp16 with gradient scaling: {result['fp16']}", flush=True)
+    result["fresh_process"] = in_fresh_process(fresh_process_code, out / run / "best")
+    print(f"{name}, fresh process, CUDA vs CPU: {result['fresh_process']}", flush=True)
     return result
 
 
@@ -272,7 +263,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0), "cuda": torch.version.cuda, "gpus": torch.cuda.device_count()}
     print(json.dumps(report), flush=True)
-    checks = {"tagger": check_tagger, "classifier": check_classifier, "lm": check_language_model, "ddp": ddp_on_cuda}
+    checks = {
+        "tagger": lambda out: check_task("tagger", "ner.yaml", ["train.max_steps=480", "train.log_every=40"], TAG_ON_BOTH, out),
+        "classifier": lambda out: check_task("classifier", "spam.yaml", ["train.max_steps=300", "train.log_every=25"], CLASSIFY_ON_BOTH, out),
+        "lm": check_language_model,
+        "ddp": ddp_on_cuda,
+    }
     for name, check in checks.items():
         if name in sections:
             started = time.perf_counter()
