@@ -170,7 +170,10 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
         report = transfer_weights(model, source, vocabularies)
         say(report.describe())
         transferred = set(report.loaded)
-    optimizer = build_optimizer(model, recipe.train)
+    state = load_trainer_state(run_dir / "last") if resume else None
+    if state is not None:
+        transferred = set(state["progress"].get("transferred", []))
+    optimizer = build_optimizer(model, recipe.train, transferred if recipe.model.init_from is not None else None)
     steps_per_epoch = task.steps_per_epoch()
     total_steps = min(recipe.train.max_steps or math.inf, (recipe.train.epochs or math.inf) * steps_per_epoch)
     scheduler = build_scheduler(optimizer, recipe.train, total_steps, task.higher_is_better)
@@ -179,15 +182,13 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
     _check_free_space(run_dir, model, recipe.train, tokenizer, resume=resume)
     world.seed_process(recipe.seed)  # DDP: dropout draws of its own in each process, the model built alike in all
 
-    if resume:
-        state = load_trainer_state(run_dir / "last")
+    if state is not None:
         world.check_resume(read_config(run_dir / "last")[0].train.batch_size, state.get("world_size", 1), recipe.train.batch_size)
         load_weights(model, run_dir / "last" / WEIGHTS)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         progress = Progress(**state["progress"])
-        transferred = set(progress.transferred)
         carry = world.shard_carry(_to_device(state["carry"], device))
         interval.load_state_dict(state["interval"])
         world.restore_rng(state, recipe.seed, progress.step)
@@ -366,10 +367,11 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
     return result
 
 
-def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, config: TrainConfig, loaded: Optional[set[str]] = None) -> torch.optim.Optimizer:
     """The optimizer named by ``train.optimizer``, with one parameter group per layer group
-    (``transfer.parameter_groups``: discriminative learning rates when asked for)."""
-    parameters = parameter_groups(model, config)
+    (``transfer.parameter_groups``: discriminative learning rates for the tensors
+    ``model.init_from`` loaded, when asked for)."""
+    parameters = parameter_groups(model, config, loaded)
     if config.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam

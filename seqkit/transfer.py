@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors import SafetensorError
@@ -122,18 +123,25 @@ def layer_groups(model: nn.Module) -> list[list[str]]:
     return [[name for name in names if name not in grouped], *by_layer, embedding]
 
 
-def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+def parameter_groups(model: nn.Module, config: TrainConfig, loaded: Optional[set[str]] = None) -> list[dict]:
     """Optimizer parameter groups, one per layer group, top first; with
     ``train.lr_decay_per_layer`` the k-th group from the top learns at ``lr / decay**k``
-    (discriminative learning rates). Parameters frozen for good (``requires_grad`` off
-    before training: fixed pretrained vectors) are left out."""
+    (discriminative learning rates). Those lower rates are for what was learned before:
+    given the names ``model.init_from`` ``loaded``, a new tensor in a lower group (a
+    tagger's character features, the reverse direction of its encoder) learns at the full
+    rate, in the top group. Parameters frozen for good (``requires_grad`` off before
+    training: fixed pretrained vectors) are left out."""
     parameters = dict(model.named_parameters())
-    groups = []
-    for depth, names in enumerate(layer_groups(model)):
+    groups = layer_groups(model)
+    if loaded is not None:  # new tensors join the top group
+        new = [name for group in groups[1:] for name in group if name not in loaded]
+        groups = [groups[0] + new, *[[name for name in group if name in loaded] for group in groups[1:]]]
+    chosen_groups = []
+    for depth, names in enumerate(groups):
         chosen = [parameters[name] for name in names if parameters[name].requires_grad]
         if chosen:
-            groups.append({"params": chosen, "lr": config.lr / config.lr_decay_per_layer**depth, "names": names})
-    return groups
+            chosen_groups.append({"params": chosen, "lr": config.lr / config.lr_decay_per_layer**depth, "names": names})
+    return chosen_groups
 
 
 def trainable_groups(epoch: int, num_groups: int, config: TrainConfig) -> int:

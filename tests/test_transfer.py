@@ -1,7 +1,9 @@
 """Transfer: a classifier started from a language model's embedding and encoder, frozen
 at first, then unfrozen layer by layer with discriminative learning rates."""
 
+import os
 import re
+import signal
 
 import pytest
 import torch
@@ -17,7 +19,7 @@ from seqkit.errors import RecipeError
 from seqkit.model import build_model
 from seqkit.tasks import TASKS
 from seqkit.tokenize import load_tokenizer
-from seqkit.train import train
+from seqkit.train import TrainingInterrupted, train
 from seqkit.transfer import layer_groups, parameter_groups, trainable_groups
 
 
@@ -112,3 +114,36 @@ def test_a_language_model_reads_the_words_of_a_conll_file(tmp_path):
     path = tmp_path / "tweets.conll"
     path.write_text("Hello\tO\nNew\tB-loc\nYork\tI-loc\n\n:)\tO\n", encoding="utf-8")
     assert read_text(path)["text"] == ["Hello New York", ":)"]
+
+
+def test_discriminative_rates_slow_down_only_what_was_loaded(lm_run, tmp_path, monkeypatch):
+    """With ``train.lr_decay_per_layer``, loaded tensors below the top learn at lr / decay**k;
+    new ones (here the encoder's reverse direction) learn at the full rate wherever they sit.
+    A resumed run rebuilds the same groups and ends where an uninterrupted one does."""
+    settings = {"epochs": 2, "lr_decay_per_layer": 2.0, "schedule": "none"}  # 2 steps an epoch
+    straight = train(load_recipe(_classifier(tmp_path, lm_run, max_steps=4, **settings), ["output_dir=" + str(tmp_path / "straight")]), quiet=True)
+    assert straight.steps == 4
+    groups = torch.load(straight.run_dir / "last" / "trainer_state.pt", weights_only=True)["optimizer"]["param_groups"]
+    lr = TINY_CLASSIFIER["train"]["lr"]
+    assert [group["lr"] for group in groups] == [lr, lr / 2, lr / 4, lr / 8]
+    assert "encoder.rnn.weight_ih_l0_reverse" in groups[0]["names"] and "head.output.weight" in groups[0]["names"]
+    assert groups[2]["names"] == ["encoder.rnn.weight_ih_l0", "encoder.rnn.weight_hh_l0", "encoder.rnn.bias_ih_l0", "encoder.rnn.bias_hh_l0"]
+    assert groups[3]["names"] == ["embedding.embedding.weight"]
+
+    recipe = load_recipe(_classifier(tmp_path, lm_run, max_steps=4, **settings))
+    task, calls = TASKS["classification"], [0]
+
+    def loss(self, model, batch, carry):  # a real SIGINT while step 3 runs
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, model, batch, carry)
+
+    original = task.loss
+    with monkeypatch.context() as patch:
+        patch.setattr(task, "loss", loss)
+        with pytest.raises(TrainingInterrupted):
+            train(recipe, quiet=True)
+    resumed = train(recipe, resume=True, quiet=True)
+    assert resumed.steps == 4
+    torch.testing.assert_close(_weights(resumed.run_dir), _weights(straight.run_dir), rtol=0, atol=0)
