@@ -287,6 +287,9 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
                     if train_config.on_nonfinite == "skip":
                         logged["skipped_batches"] = progress.skipped_batches
                         writer.add_scalar("train/skipped_batches", progress.skipped_batches, progress.step)
+                    if scaler.is_enabled():  # fp16: the scaler halves its factor at each step it skips for overflow
+                        logged["loss_scale"] = scaler.get_scale()
+                        writer.add_scalar("train/loss_scale", logged["loss_scale"], progress.step)
                     _append_record(run_dir / "metrics.jsonl", {"step": progress.step, "split": "train", **logged})
                     bar.set_postfix(loss=f"{logged['loss']:.3f}", tok_s=f"{logged['tokens_per_sec']:,.0f}")
 

@@ -459,3 +459,16 @@ def _kill_points() -> None:
 
 if __name__ == "__main__" and sys.argv[1:] == ["kill-points"]:
     _kill_points()
+
+
+def test_the_fp16_loss_scale_is_logged(tiny_recipe, monkeypatch):
+    """Under fp16 each train record and TensorBoard carry the gradient scaler's factor (here a
+    real scaler on the CPU, growing 2x every 5 overflow-free steps; fp16 itself needs CUDA)."""
+    scaler_class = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: scaler_class(device, init_scale=1024.0, growth_interval=5))
+    train(load_recipe(tiny_recipe, ["train.max_steps=20"]), quiet=True)
+    expected = [(5, 2048.0), (10, 4096.0), (15, 8192.0), (20, 16384.0)]
+    assert [(r["step"], r["loss_scale"]) for r in _records(Path("runs/tiny"), "train")] == expected
+    events = EventAccumulator("runs/tiny/tb")
+    events.Reload()
+    assert [(event.step, event.value) for event in events.Scalars("train/loss_scale")] == expected
