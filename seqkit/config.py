@@ -252,7 +252,7 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bo
     problems += type_problems
     found = check_consistency(recipe) if recipe is not None else []
     if check_files:
-        found += _check_files(data)  # on the raw values, so they show even beside type errors
+        found += _check_files(data, path.parent)  # on the raw values, so they show even beside type errors
     problems += [f"{where(loc)}: {'.'.join(loc)}: {msg}" for loc, msg in found]
     if problems:
         raise RecipeError(problems)
@@ -361,8 +361,9 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
     return problems
 
 
-def _check_files(data: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
-    """Data and tokenizer files named by a (raw) recipe that are missing or not files."""
+def _check_files(data: dict[str, Any], recipes: Path) -> list[tuple[tuple[str, ...], str]]:
+    """Data and tokenizer files named by a (raw) recipe that are missing or not files
+    (``recipes``: the recipe's folder, where a missing ``init_from`` run may be made)."""
     problems = []
     sections = {name: data.get(name) if isinstance(data.get(name), dict) else {} for name in ("data", "tokenizer")}
     held_out = isinstance(sections["data"].get("holdout"), dict)
@@ -380,8 +381,25 @@ def _check_files(data: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
         problems += _file_problem(("model", "embeddings", "pretrained"), embeddings["pretrained"])
     source = model.get("init_from")
     if isinstance(source, str) and not source.startswith(("http://", "https://")) and not Path(source).exists() and not Path(source + ".old").is_dir():
-        problems.append((("model", "init_from"), f"not found: {source} (a checkpoint directory, archive or URL)"))
+        maker = _recipe_writing(Path(source), recipes)
+        hint = f"; train {maker} first: it writes that run" if maker else " (a checkpoint directory, archive or URL)"
+        problems.append((("model", "init_from"), f"not found: {source}{hint}"))
     return problems
+
+
+def _recipe_writing(checkpoint: Path, recipes: Path) -> Optional[Path]:
+    """The recipe in ``recipes`` whose run holds ``checkpoint`` (``OUTPUT_DIR/best`` or
+    ``/last``), if one does: a recipe that starts from another recipe's run."""
+    if checkpoint.name not in ("best", "last"):
+        return None
+    for candidate in sorted(recipes.glob("*.y*ml")):
+        try:
+            output_dir = (yaml.safe_load(candidate.read_text(encoding="utf-8")) or {}).get("output_dir")
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+            continue  # not a recipe this can read: no hint from it
+        if isinstance(output_dir, str) and Path(output_dir) == checkpoint.parent:
+            return candidate
+    return None
 
 
 def _file_problem(loc: tuple[str, ...], value: str) -> list[tuple[tuple[str, ...], str]]:

@@ -22,12 +22,29 @@ def test_every_shipped_recipe_validates(recipe, monkeypatch):
     if source is not None and not Path(source).exists():  # starts from another recipe's run (lm_spam: lm_pretrain's)
         with pytest.raises(RecipeError) as raised:
             load_recipe(recipe)
-        assert [problem.split(": ", 1)[1] for problem in raised.value.problems] == [f"model.init_from: not found: {source} (a checkpoint directory, archive or URL)"]
+        assert [problem.split(": ", 1)[1] for problem in raised.value.problems] == [
+            f"model.init_from: not found: {source}; train {ROOT / 'recipes' / 'lm_pretrain.yaml'} first: it writes that run"
+        ]
         without = ["model.init_from=null", "model.init_vocabulary=source", "train.freeze_pretrained=0", "train.unfreeze=all"]
         loaded = load_recipe(recipe, without)  # everything else is valid
     else:
         loaded = load_recipe(recipe)
     assert loaded.task
+
+
+def test_a_missing_init_from_names_the_recipe_that_writes_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "corpus.txt").write_text("a few words\n", encoding="utf-8")
+    base = {"task": "language_model", "data": {"train": "corpus.txt", "valid": "corpus.txt"}}
+    (tmp_path / "recipes" / "broken.yaml").write_text("output_dir: [runs/pretrain\n", encoding="utf-8")  # skipped, unreadable
+    (tmp_path / "recipes" / "pretrain.yaml").write_text(yaml.safe_dump({**base, "output_dir": "runs/pretrain"}), encoding="utf-8")
+    (tmp_path / "recipes" / "finetune.yaml").write_text(yaml.safe_dump({**base, "model": {"init_from": "runs/pretrain/best"}}), encoding="utf-8")
+    (tmp_path / "recipes" / "elsewhere.yaml").write_text(yaml.safe_dump({**base, "model": {"init_from": "runs/other/best"}}), encoding="utf-8")
+    with pytest.raises(RecipeError, match=r"model\.init_from: not found: runs/pretrain/best; train recipes/pretrain\.yaml first: it writes that run$"):
+        load_recipe("recipes/finetune.yaml")
+    with pytest.raises(RecipeError, match=r"model\.init_from: not found: runs/other/best \(a checkpoint directory, archive or URL\)$"):
+        load_recipe("recipes/elsewhere.yaml")
 
 
 def test_print_config_shows_every_default(tiny_recipe):
