@@ -62,7 +62,18 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-evaluation lines.")
 @click.option("--print-config", is_flag=True, help="Print the resolved recipe, every default included, and exit.")
 def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], resume: bool, overwrite: bool, quiet: bool, print_config: bool) -> None:
-    """Train the model that RECIPE (a YAML file) describes."""
+    """Train the model that RECIPE (a YAML file) describes.
+
+    \b
+    Examples:
+      seqkit train recipes/lm.yaml
+      seqkit train recipes/ner.yaml --set train.epochs=5 --set model.encoder=gru --output-dir runs/ner-gru
+      seqkit train recipes/lm.yaml --resume          (after Ctrl-C: continues from runs/lm/last)
+      torchrun --nproc_per_node 2 -m seqkit train recipes/lm.yaml     (DistributedDataParallel)
+
+    Ctrl-C or SIGTERM saves last/ and exits 130; a bad recipe or data file exits 2
+    naming the file and line or the key.
+    """
     from .config import dump_recipe, load_recipe
     from .train import train as run_training
 
