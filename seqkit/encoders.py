@@ -5,7 +5,7 @@ packed: ``pack_padded_sequence(..., enforce_sorted=False)`` whenever the sequenc
 batch have different lengths, so padding never reaches the recurrence and each
 sequence's final state is taken at its own last real step.
 
-Each module takes plain arguments and work in a notebook without a recipe::
+Each module takes plain arguments and works in a notebook without a recipe::
 
     encoder = RNNEncoder(input_size=128, hidden_size=256, num_layers=2, cell="gru")
     states, final_state = encoder(inputs, lengths)  # (batch, time, 256), (2, batch, 256)
