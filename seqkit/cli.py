@@ -215,25 +215,22 @@ def predict(checkpoint: str, input_path: str, output_format: str, batch_size: in
 def _input_lines(input_path: str):
     """``(line number, line)`` of the file ``input_path``, or of stdin for ``-``: UTF-8, gzip
     for a ``.gz`` name, line endings and a byte order mark removed."""
-    from .data import text_lines
+    from .data import decoded_lines, text_lines
     from .errors import DataError
 
-    if input_path != "-":
-        path = Path(input_path)
-        if not path.is_file():
-            raise DataError(path, "file not found" if not path.exists() else "not a file")
-        yield from text_lines(path)
+    if input_path == "-":
+        yield from decoded_lines(click.open_file("-", "rb"), "<stdin>")
         return
-    for number, raw in enumerate(click.open_file("-", "rb"), start=1):
-        try:
-            yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
-        except UnicodeDecodeError:
-            raise DataError("<stdin>", "not UTF-8 text (convert it to UTF-8)", line=number) from None
+    path = Path(input_path)
+    if not path.is_file():
+        raise DataError(path, "file not found" if not path.exists() else "not a file")
+    yield from text_lines(path)
 
 
 def _jsonl_input(name: str, number: int, line: str, field: str, tagger: bool, vectors: bool) -> Any:
     """The input in one JSON Lines record: ``field`` (a string, or steps of numbers), or a
     tagger's pre-tokenized ``tokens``."""
+    from .data import check_encodable
     from .errors import DataError
 
     try:
@@ -252,12 +249,8 @@ def _jsonl_input(name: str, number: int, line: str, field: str, tagger: bool, ve
             raise DataError(name, f"{field!r} must be a list of steps, each a list of numbers", line=number)
     elif not isinstance(item, str):
         raise DataError(name, f"{field!r} must be a string", line=number)
-    texts = item if key == "tokens" else [] if vectors else [item]
-    for text in texts:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as error:  # JSON escapes can hold half of an emoji
-            raise DataError(name, f"{key!r} holds a lone surrogate {text[error.start]!r} (half of a UTF-16 pair, such as a cut emoji)", line=number) from None
+    for text in item if key == "tokens" else [] if vectors else [item]:
+        check_encodable(name, number, key, text)  # JSON escapes can hold half of an emoji
     return item
 
 

@@ -29,7 +29,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -425,7 +425,7 @@ def read_examples(
                 raise DataError(path, f"{input_field!r} must be a string, found {type(value).__name__}", line=number)
             if not value.strip():
                 raise DataError(path, f"{input_field!r} is empty", line=number)
-            _check_encodable(path, number, input_field, value)
+            check_encodable(path, number, input_field, value)
             examples.inputs.append(value)
         else:
             vectors = _vectors(value)
@@ -457,13 +457,23 @@ def text_lines(path: Path):
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                try:
-                    yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
-                except UnicodeDecodeError:
-                    raise DataError(path, "not UTF-8 text (convert the file to UTF-8)", line=number) from None
+            yield from decoded_lines(handle, path)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(path, f"cannot read the file ({error})") from None
+
+
+def decoded_lines(raw_lines: Iterable[bytes], where: str | Path):
+    """``(line number, line)`` for lines of bytes read from ``where`` (a file, ``<stdin>``):
+    decoded as UTF-8, line endings and a leading byte order mark removed.
+
+    Raises:
+        DataError: a line that is not UTF-8, naming ``where`` and the line.
+    """
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise DataError(where, "not UTF-8 text (convert it to UTF-8)", line=number) from None
 
 
 def _json_lines(path: Path):
@@ -498,7 +508,7 @@ def _read_pairs(path: Path) -> Examples:
     return examples
 
 
-def _check_encodable(path: Path, number: int, field: str, text: str) -> None:
+def check_encodable(path: str | Path, number: int, field: str, text: str) -> None:
     """JSON's ``\\ud83d`` escapes can give a lone surrogate (half an emoji, cut in two), which
     no tokenizer takes: name it rather than fail later."""
     try:
@@ -529,7 +539,7 @@ def _target(path: Path, number: int, record: dict, fields: list[str], kind: str)
         value = record[fields[0]]
         if not isinstance(value, str) or not value.strip():
             raise DataError(path, f"{fields[0]!r} must be a non-empty string, found {value!r}"[:200], line=number)
-        _check_encodable(path, number, fields[0], value)
+        check_encodable(path, number, fields[0], value)
         return value
     if kind in ("class", "condition"):
         value = record[fields[0]]

@@ -31,6 +31,7 @@ from tokenizers import Tokenizer
 
 from .data import LMChunk
 from .errors import DataError
+from .tokenize import encode_ids
 
 STREAM_ABOVE = 1 << 30  # data.streaming: auto streams training text larger than this many bytes
 SAMPLE_PIECES = 64  # sample_lines reads this many evenly spaced pieces
@@ -194,15 +195,15 @@ class StreamedText:
             yield from self._encode(batch)
 
     def _encode(self, lines: list[str]) -> Iterator[np.ndarray]:
-        for encoding in self.tokenizer.encode_batch(lines):
-            if encoding.ids:
-                yield np.asarray([*encoding.ids, self.eos], dtype=np.int64)
+        for ids in encode_ids(self.tokenizer, lines):
+            if ids:
+                yield np.asarray([*ids, self.eos], dtype=np.int64)
 
 
 def estimate_tokens(corpus: Corpus, tokenizer: Tokenizer, sample_bytes: int = 1 << 20) -> int:
     """About how many tokens the corpus holds, from the tokens per byte of a sample."""
     lines = list(sample_lines([path for path, _, _ in corpus.files], sample_bytes))
-    tokens = sum(len(encoding.ids) + 1 for encoding in tokenizer.encode_batch(lines) if encoding.ids)
+    tokens = sum(len(ids) + 1 for ids in encode_ids(tokenizer, lines) if ids)
     sampled = sum(len(line.encode("utf-8")) + 1 for line in lines)
     return max(1, round(corpus.size * tokens / max(sampled, 1)))
 
