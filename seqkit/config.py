@@ -153,7 +153,7 @@ class TrainConfig(_Section):
     early_stopping: Optional[int] = Field(None, ge=1)  # evaluations without improvement
     log_every: int = Field(20, ge=1)
     device: str = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the device runs it natively, else fp32
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop naming the batch, or skip the batch (100 in a row: stop)
     class_weights: Union[None, Literal["balanced"], dict[str, float]] = None  # classification: weight of each class in the loss
     loss: Literal["mse", "huber"] = "mse"  # regression
@@ -357,7 +357,7 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
     if not _DEVICE_PATTERN.match(train.device):
         problems.append((("train", "device"), f"unknown device {train.device!r}: use auto, cpu, cuda, cuda:N or mps"))
     elif train.precision == "fp16" and train.device in ("cpu", "mps"):
-        problems.append((("train", "precision"), "fp16 needs CUDA (it trains with a gradient scaler); use bf16 on the CPU"))
+        problems.append((("train", "precision"), "fp16 needs CUDA (it trains with a gradient scaler); use auto (bf16 where the CPU runs it natively, else fp32)"))
     return problems
 
 

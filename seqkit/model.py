@@ -263,6 +263,12 @@ def build_model(
     return SequenceModel(embedding, encoder, head)
 
 
+def recurrent_cells(config: ModelConfig) -> set[str]:
+    """The recurrent cells a model of this config runs: its encoder's, and an LSTM for
+    character features read by one."""
+    return {config.encoder} | ({"lstm"} if config.char_features == "lstm" else set())
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of distinct trainable values (tied weights counted once)."""
     return sum(parameter.numel() for parameter in model.parameters())

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import random
 import sys
+from dataclasses import dataclass
+from typing import Iterable
 
 import torch
+from torch import nn
 
-from .errors import SeqkitError
+from .errors import RecipeError, SeqkitError
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -27,6 +32,94 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise SeqkitError("train.device: mps asked for, but this PyTorch has no MPS backend here")
     return device
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What ``train.precision`` asked for, what training uses, and why."""
+
+    requested: str  # auto | fp32 | bf16 | fp16
+    chosen: str  # fp32 | bf16 | fp16
+    reason: str
+
+    def describe(self) -> str:
+        """``precision: auto -> fp32 (this CPU has no native bf16)``"""
+        return f"precision: {self.requested} -> {self.chosen} ({self.reason})"
+
+
+def resolve_precision(requested: str, device: torch.device, cells: Iterable[str] = ("lstm",)) -> Precision:
+    """Decide the precision training runs in, from what the device can do.
+
+    ``auto`` is bf16 where the device runs it natively -- a CUDA GPU with bf16 tensor
+    cores, or a CPU with AVX-512 BF16 or AMX (read from the CPU's feature flags, not its
+    name) whose oneDNN runs the recipe's recurrent cell in bf16 -- and fp32 elsewhere. An
+    explicit ``bf16`` or ``fp16`` the device cannot run is refused here, before any work,
+    rather than failing inside the first step with a kernel error.
+
+    Args:
+        requested: ``train.precision``.
+        device: where training runs.
+        cells: the recurrent cells the model runs (``rnn``, ``gru``, ``lstm``): oneDNN
+            has bf16 kernels for some cells on CPUs where it has none for others.
+
+    Raises:
+        RecipeError: ``bf16`` or ``fp16`` asked for on a device that cannot run it.
+    """
+    if requested == "fp32":
+        return Precision(requested, "fp32", "as the recipe asks")
+    if requested == "fp16":
+        if device.type != "cuda":
+            raise RecipeError([f"train.precision: fp16 needs CUDA, and training runs on {device}; set train.precision: auto (or fp32)"])
+        return Precision(requested, "fp16", "as the recipe asks, with a gradient scaler")
+    native, hardware = _native_bf16(device)
+    if requested == "auto" and not native:
+        return Precision(requested, "fp32", f"{hardware} has no native bf16")
+    problem = next(filter(None, (_bf16_problem(device, cell) for cell in sorted(set(cells)))), None)
+    if problem is not None:
+        if requested == "auto":
+            return Precision(requested, "fp32", f"{hardware} has native bf16, but {problem}")  # an old oneDNN
+        raise RecipeError([f"train.precision: bf16 cannot run here: {problem}; set train.precision: auto (bf16 only where it runs) or fp32"])
+    if requested == "auto":
+        return Precision(requested, "bf16", f"{hardware} has native bf16")
+    if not native:
+        return Precision(requested, "bf16", f"as the recipe asks; {hardware} has no native bf16, so it is emulated and may be slower than fp32")
+    return Precision(requested, "bf16", f"as the recipe asks; {hardware} has native bf16")
+
+
+def _native_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether the device multiplies bf16 in hardware, and what to call the device."""
+    if device.type == "cuda":
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch before 2.3 has no including_emulation
+            native = torch.cuda.is_bf16_supported()
+        return native, "this GPU"
+    if device.type == "cpu":
+        capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+        return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16")), "this CPU"
+    return False, f"{device.type}"
+
+
+@functools.cache
+def _bf16_problem(device: torch.device, cell: str) -> str | None:
+    """Why a bf16 forward and backward pass of a small ``cell`` fails on ``device``
+    (``None``: it runs). Tried once per process, device and cell, without touching the
+    random number generators (training is seeded already)."""
+    gpus = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):
+        module = _CELLS[cell](8, 8, batch_first=True, bidirectional=True).to(device)
+        inputs, weight = torch.randn(2, 3, 8, device=device), torch.randn(4, 16, device=device)
+        try:
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):  # padded input, then packed: two kernels
+                packed = nn.utils.rnn.pack_padded_sequence(inputs, torch.tensor([3, 2]), batch_first=True)
+                states = module(inputs)[0] + nn.utils.rnn.pad_packed_sequence(module(packed)[0], batch_first=True, total_length=3)[0]
+                loss = nn.functional.linear(states, weight).float().sum()
+            loss.backward()
+        except RuntimeError as error:
+            first_sentence = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0].rstrip(".")
+            name = {"rnn": "an RNN", "gru": "a GRU", "lstm": "an LSTM"}[cell]
+            return f"PyTorch cannot run {name} in bf16 on this {'GPU' if device.type == 'cuda' else 'CPU'} ({first_sentence})"
+    return None
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

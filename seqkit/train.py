@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -40,8 +41,8 @@ from .config import Recipe, TrainConfig, dump_recipe
 from .encoders import State
 from .errors import CheckpointError, RecipeError, SeqkitError
 from .hub import resolve
-from .model import build_model, count_parameters
-from .runtime import autocast, seed_everything, tune_allocator
+from .model import build_model, count_parameters, recurrent_cells
+from .runtime import Precision, autocast, resolve_precision, seed_everything, tune_allocator
 from .tasks import TASKS
 from .tokenize import load_tokenizer, special_ids
 from .transfer import apply_freezing, layer_groups, parameter_groups, trainable_groups, transfer_weights
@@ -114,25 +115,35 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
     """
     excepthook = threading.excepthook
     threading.excepthook = _quiet_writer_errors(excepthook)
+    doing = _Doing()
     try:
-        return _train(recipe, resume=resume, overwrite=overwrite, quiet=quiet)
+        return _train(recipe, doing, resume=resume, overwrite=overwrite, quiet=quiet)
     except OSError as error:  # a full disk, a directory gone or turned read-only: one line, and what is safe
         raise SeqkitError(_describe_os_error(error, Path(recipe.output_dir))) from None
+    except RuntimeError as error:  # a kernel or library failure inside torch: one line, the traceback to a file
+        raise SeqkitError(_describe_failure(error, doing.now, Path(recipe.output_dir))) from None
     finally:
         threading.excepthook = excepthook
 
 
-def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> TrainResult:
-    """``train`` itself: setup, the loop, the report (``train`` adds only the handling of OS errors)."""
+class _Doing:
+    """What training is doing now (``setting up``, ``step 12 (epoch 1, batch 12 of 211)``),
+    for the one line that reports a failure inside torch."""
+
+    now = "setting up"
+
+
+def _train(recipe: Recipe, doing: _Doing, *, resume: bool, overwrite: bool, quiet: bool) -> TrainResult:
+    """``train`` itself: setup, the loop, the report (``train`` adds only the handling of
+    OS errors and of failures inside torch)."""
     world = distributed.setup(recipe.train.device)  # one process, or those torchrun started
     device = world.device
     say = (lambda message: None) if quiet or not world.main else tqdm.write
     run_dir = Path(recipe.output_dir)
+    precision = resolve_precision(recipe.train.precision, device, recurrent_cells(recipe.model))  # auto: bf16 where it is native
     world.on_main(_prepare_run_dir, run_dir, recipe, resume=resume, overwrite=overwrite)
     seed_everything(recipe.seed)
     tune_allocator()
-    if recipe.train.precision == "fp16" and device.type != "cuda":
-        raise RecipeError([f"train.precision: fp16 needs CUDA, and training runs on {device}; use bf16 or fp32"])
 
     task_class = TASKS[recipe.task]
     vectors = recipe.data.inputs == "vectors"  # no tokenizer: the inputs are numbers already
@@ -177,7 +188,7 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
     steps_per_epoch = task.steps_per_epoch()
     total_steps = min(recipe.train.max_steps or math.inf, (recipe.train.epochs or math.inf) * steps_per_epoch)
     scheduler = build_scheduler(optimizer, recipe.train, total_steps, task.higher_is_better)
-    scaler = torch.amp.GradScaler(device.type, enabled=recipe.train.precision == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.chosen == "fp16")
     progress, carry, interval = Progress(), None, _Interval(device)
     _check_free_space(run_dir, model, recipe.train, tokenizer, resume=resume)
     world.seed_process(recipe.seed)  # DDP: dropout draws of its own in each process, the model built alike in all
@@ -196,7 +207,7 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
             _drop_records_after(run_dir / "metrics.jsonl", progress.step)
         say(f"resuming {run_dir} at step {progress.step} (epoch {progress.epoch}, batch {progress.batch_in_epoch})")
     elif world.main:
-        (run_dir / CONFIG).write_text(dump_recipe(recipe), encoding="utf-8")
+        (run_dir / CONFIG).write_text(_annotated_config(recipe, precision), encoding="utf-8")
         if tokenizer is not None:
             (run_dir / TOKENIZER).write_text(tokenizer.to_str(), encoding="utf-8")
         if task.labels is not None:
@@ -208,10 +219,12 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
     say(f"{recipe.task}: {task.summary()}")
     say(f"model: {recipe.model.encoder} {recipe.model.num_layers}x{recipe.model.hidden_size}, "
         f"{count_parameters(model):,} parameters on {device}; {steps_per_epoch:,} step{'s' if steps_per_epoch != 1 else ''} per epoch")  # fmt: skip
+    say(precision.describe())
     if world.distributed:
         say(f"distributed: {world.describe(recipe.train.batch_size)}")
 
     def save(name: str, info: dict[str, Any], trainer_state: Optional[dict[str, Any]] = None) -> None:
+        info = {**info, "precision": precision.chosen}  # what train.precision: auto chose, beside the recipe's request
         try:
             save_checkpoint(run_dir / name, model, recipe, tokenizer, info, trainer_state=trainer_state, labels=task.labels)
         except CheckpointError as error:  # a full disk, a directory turned read-only: say what is still safe
@@ -248,8 +261,9 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
             train_loss = world.loss_function(task, model)  # task.loss, in DDP when distributed
             batches = task.train_batches(progress.epoch, device)
             for index, batch, end_of_epoch in world.batches(batches, progress.batch_in_epoch):
+                doing.now = f"step {progress.step + 1} (epoch {progress.epoch + 1}, batch {index + 1} of {len(batches)})"
                 model.train()
-                with autocast(device, train_config.precision):
+                with autocast(device, precision.chosen):
                     loss, num_targets, carry = train_loss(batch, carry)
                 # detach the carried state: BPTT stops at chunk boundaries
                 carry = _detach(carry)
@@ -259,7 +273,7 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
                 scaler.scale(share).backward()
                 scaler.unscale_(optimizer)  # clip and log the true gradient under fp16
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip or math.inf)
-                problem = _nonfinite(loss, grad_norm, train_config.precision)  # one sync a step, before any update
+                problem = _nonfinite(loss, grad_norm, precision.chosen)  # one sync a step, before any update
                 if problem is None:
                     scaler.step(optimizer)
                     interval.add(loss.detach(), num_targets, grad_norm)
@@ -300,7 +314,8 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
                 )
                 if due or out_of_steps or out_of_epochs:
                     interval.pause()
-                    metrics = world.on_main(task.evaluate, model, train_config.precision)  # DDP: every process decides on rank 0's numbers
+                    doing.now = f"the evaluation after step {progress.step}"
+                    metrics = world.on_main(task.evaluate, model, precision.chosen)  # DDP: every process decides on rank 0's numbers
                     value = metrics[task.metric]
                     improved = progress.best_metric is None or (
                         value > progress.best_metric if task.higher_is_better else value < progress.best_metric
@@ -352,6 +367,7 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
         return TrainResult(run_dir=run_dir, steps=progress.step, rank=world.rank)
 
     # Report on the best checkpoint: test metrics and, for generative tasks, a sample.
+    doing.now = "the report on best/ after training"
     result = TrainResult(run_dir=run_dir, steps=progress.step, train_tokens_per_sec=interval.steady_tokens_per_sec(),
                          skipped_batches=progress.skipped_batches)  # fmt: skip
     best = run_dir / "best"
@@ -360,7 +376,7 @@ def _train(recipe: Recipe, *, resume: bool, overwrite: bool, quiet: bool) -> Tra
         result.best_metrics = read_config(best)[1].get("metrics", {}).get("valid", {})
     holdout = recipe.data.holdout
     if recipe.data.test is not None or (holdout is not None and holdout.test > 0):
-        result.test_metrics = task.evaluate(model, train_config.precision, split="test")
+        result.test_metrics = task.evaluate(model, precision.chosen, split="test")
         _append_record(run_dir / "metrics.jsonl", {"step": progress.best_step, "split": "test", **result.test_metrics})
         _add_scalars(writer, "test", result.test_metrics, progress.best_step or 0)
     result.sample = task.sample(model)
@@ -632,6 +648,23 @@ def _describe_os_error(error: OSError, run_dir: Path) -> str:
     return f"{where}{error.strerror or error} (training into {run_dir}); {then}"
 
 
+def _describe_failure(error: RuntimeError, doing: str, run_dir: Path) -> str:
+    """One line for a failure inside torch (a kernel that does not run here, a bug): where
+    training was, what failed, where the full traceback went, and which checkpoints are
+    intact. The traceback goes to ``error.log`` in the run directory, for a bug report."""
+    message = (str(error).strip() or type(error).__name__).splitlines()[0]
+    rank = distributed.process_rank()[0]
+    log = run_dir / ("error.log" if rank == 0 else f"error-rank{rank}.log")
+    try:
+        log.write_text("".join(traceback.format_exception(error)), encoding="utf-8")
+        written = f"the full traceback is in {log}"
+    except OSError as log_error:
+        written = f"the traceback could not be written to {log} ({log_error.strerror or log_error})"
+    saved = _saved_checkpoints(run_dir)
+    intact = f"intact: {saved}" if saved else "no checkpoint was saved yet"
+    return f"{doing}: {type(error).__name__} inside PyTorch: {message}; {written}; {intact}"
+
+
 def _quiet_writer_errors(excepthook: Any) -> Any:
     """A ``threading.excepthook`` that leaves out TensorBoard's writer thread failing to
     write (a full disk): the main thread meets the same error at its next write, and
@@ -669,6 +702,16 @@ def _log_hparams(writer: SummaryWriter, recipe: Recipe, task) -> None:
     for summary in (experiment, session_start, session_end):
         file_writer.add_summary(summary)
     writer.add_text("recipe", "    " + dump_recipe(recipe).replace("\n", "\n    "))
+
+
+def _annotated_config(recipe: Recipe, precision: Precision) -> str:
+    """The run's ``config.yaml``: the resolved recipe, its precision line saying what
+    ``auto`` chose on this machine (a comment, so the file still trains as a recipe)."""
+    text = dump_recipe(recipe)
+    if precision.requested == precision.chosen:
+        return text
+    line = f"  precision: {precision.requested}\n"
+    return text.replace(line, f"{line[:-1]}  # -> {precision.chosen} here ({precision.reason})\n", 1)
 
 
 def _describe_eval(record: dict[str, Any], task) -> str:

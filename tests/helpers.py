@@ -28,7 +28,7 @@ TINY_RECIPE = {
     "data": {"train": "data/train.txt", "valid": "data/valid.txt", "test": "data/test.txt"},
     "tokenizer": {"kind": "word", "lowercase": True, "min_frequency": 2},
     "model": {"embedding_dim": 16, "encoder": "lstm", "hidden_size": 24, "num_layers": 2, "dropout": 0.2},
-    "train": {"epochs": 2, "batch_size": 8, "bptt": 12, "lr": 0.01, "eval_every": 10, "log_every": 5, "device": "cpu"},
+    "train": {"epochs": 2, "batch_size": 8, "bptt": 12, "lr": 0.01, "eval_every": 10, "log_every": 5, "device": "cpu", "precision": "fp32"},
     "generate": {"prompt": "the whale", "max_tokens": 12, "temperature": 0.8, "top_k": 20},
 }
 
@@ -47,7 +47,7 @@ TINY_TAGGER = {
     "tokenizer": {"kind": "word", "split": "tweet"},
     "model": {"embedding_dim": 24, "hidden_size": 32, "num_layers": 1, "bidirectional": True, "dropout": 0.0,
               "crf": True, "char_features": "cnn", "char_embedding_dim": 8, "char_hidden_size": 8},
-    "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "eval_batch_size": 16, "log_every": 5, "device": "cpu"},
+    "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "eval_batch_size": 16, "log_every": 5, "device": "cpu", "precision": "fp32"},
 }  # fmt: skip
 
 
@@ -90,7 +90,7 @@ TINY_CLASSIFIER = {
     "data": {"train": "data/train.jsonl", "valid": "data/valid.jsonl", "max_length": 48, "truncation": "head+tail"},
     "tokenizer": {"kind": "word", "lowercase": True},
     "model": {"embedding_dim": 24, "hidden_size": 24, "num_layers": 1, "bidirectional": True, "dropout": 0.0, "pooling": "attention"},
-    "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "eval_batch_size": 16, "log_every": 5, "device": "cpu"},
+    "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "eval_batch_size": 16, "log_every": 5, "device": "cpu", "precision": "fp32"},
 }  # fmt: skip
 
 
@@ -105,7 +105,7 @@ def write_generator_recipe(directory: Path, records: list[dict], **model) -> Pat
         "data": {"train": str(data), "valid": str(data), "input_field": "text", "condition_field": "label"},
         "tokenizer": {"kind": "char"},
         "model": {"embedding_dim": 16, "encoder": "gru", "hidden_size": 32, "num_layers": 1, "dropout": 0.0, **model},
-        "train": {"epochs": 150, "batch_size": 2, "lr": 0.02, "eval_every": 50, "log_every": 10, "device": "cpu"},
+        "train": {"epochs": 150, "batch_size": 2, "lr": 0.02, "eval_every": 50, "log_every": 10, "device": "cpu", "precision": "fp32"},
         "generate": {"max_tokens": 15, "temperature": 0.5},
     }  # fmt: skip
     path = directory / "names.yaml"
@@ -142,7 +142,7 @@ def write_seq2seq_recipe(directory: Path, pairs: str, **train) -> Path:
         "tokenizer": {"kind": "char", "lowercase": True},
         "target_tokenizer": {"kind": "word", "split": "whitespace"},
         "model": {"embedding_dim": 16, "encoder": "gru", "hidden_size": 48, "num_layers": 1, "bidirectional": True, "dropout": 0.0},
-        "train": {"epochs": 100, "batch_size": 16, "lr": 0.01, "eval_every": 60, "log_every": 20, "device": "cpu", **train},
+        "train": {"epochs": 100, "batch_size": 16, "lr": 0.01, "eval_every": 60, "log_every": 20, "device": "cpu", "precision": "fp32", **train},
     }  # fmt: skip
     path = directory / "g2p.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")

@@ -320,7 +320,7 @@ def test_long_texts_are_tokenized_in_pieces_to_the_same_ids(monkeypatch, kind, s
 # --- 3. Training on hostile data, through the CLI ------------------------------------------------
 
 SMALL_MODEL = {"embedding_dim": 8, "hidden_size": 8, "num_layers": 1, "dropout": 0.0}
-SHORT_TRAIN = {"epochs": 1, "max_steps": 2, "batch_size": 2, "eval_batch_size": 4, "log_every": 1, "device": "cpu"}
+SHORT_TRAIN = {"epochs": 1, "max_steps": 2, "batch_size": 2, "eval_batch_size": 4, "log_every": 1, "device": "cpu", "precision": "fp32"}
 
 # per task: its data format and what its recipe adds to the small model
 TASKS = {
@@ -520,7 +520,7 @@ RECIPE_ROWS = [
     ("an unknown tokenizer", RECIPE + "tokenizer: {kind: sentencepiece}\n", [], [r"^{file}:3: tokenizer\.kind: Input should be 'word', 'bpe' or 'char'"]),
     ("an unknown nonlinearity", RECIPE + "model: {nonlinearity: sigmoid}\n", [], [r"^{file}:3: model\.nonlinearity: Input should be 'tanh' or 'relu'"]),
     ("an unknown device", RECIPE + "train: {device: tpu}\n", [], [r"^{file}:3: train\.device: unknown device 'tpu': use auto, cpu, cuda, cuda:N or mps$"]),
-    ("an unknown precision", RECIPE + "train: {precision: fp8}\n", [], [r"^{file}:3: train\.precision: Input should be 'fp32', 'bf16' or 'fp16'"]),
+    ("an unknown precision", RECIPE + "train: {precision: fp8}\n", [], [r"^{file}:3: train\.precision: Input should be 'auto', 'fp32', 'bf16' or 'fp16'"]),
     # missing things
     ("no task", "data: {train: data/train.txt, valid: data/valid.txt}\n", [], [r"^{file}: task: missing \(one of language_model, tagging, classification, regression, generation, seq2seq\)$"]),
     ("no training file", "task: language_model\ndata: {valid: data/valid.txt}\n", [], [r"^{file}:2: data\.train: missing: the path of the training file$"]),

@@ -53,7 +53,7 @@ def _sotu_recipe(directory, **data):
                  "holdout": {"by": "address", "valid": 0.2}, **data},
         "tokenizer": {"kind": "word", "lowercase": True, "min_frequency": 2},
         "model": {"embedding_dim": 16, "hidden_size": 16, "num_layers": 1, "bidirectional": True, "dropout": 0.0, "pooling": "mean"},
-        "train": {"epochs": 6, "batch_size": 16, "lr": 0.01, "log_every": 3, "device": "cpu"},
+        "train": {"epochs": 6, "batch_size": 16, "lr": 0.01, "log_every": 3, "device": "cpu", "precision": "fp32"},
     }  # fmt: skip
     path = directory / "year.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
