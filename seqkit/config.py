@@ -17,7 +17,7 @@ import difflib
 import re
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional, Union
+from typing import Annotated, Any, Iterable, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -119,6 +119,8 @@ class ModelConfig(_Section):
     bidirectional: bool = False
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     tie_weights: bool = False  # language model
+    output: Literal["softmax", "adaptive"] = "softmax"  # language model: a full softmax, or an adaptive one (exact, cheaper for large vocabularies)
+    adaptive_cutoffs: Optional[list[Annotated[int, Field(ge=1)]]] = None  # output: adaptive: where the shortlist and each cluster end (null: from the vocabulary size)
     crf: bool = False  # tagging: a CRF over the tag sequence instead of a softmax per token
     char_features: Literal["none", "lstm", "cnn"] = "none"  # tagging: word vectors from characters too
     char_embedding_dim: int = Field(25, ge=1)
@@ -284,6 +286,12 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
         )
     if recipe.task not in ("language_model", "generation") and model.tie_weights:  # seq2seq: two vocabularies
         problems.append((("model", "tie_weights"), "only a language model or a generator ties its output layer to the embedding"))
+    if recipe.task != "language_model" and model.output != "softmax":
+        problems.append((("model", "output"), "only a language model has an adaptive softmax; remove it or set 'softmax'"))
+    if model.adaptive_cutoffs is not None and model.output != "adaptive":
+        problems.append((("model", "adaptive_cutoffs"), "cut the vocabulary for model.output: adaptive; set that too, or remove this"))
+    if model.adaptive_cutoffs is not None and (not model.adaptive_cutoffs or model.adaptive_cutoffs != sorted(set(model.adaptive_cutoffs))):
+        problems.append((("model", "adaptive_cutoffs"), "token ids that strictly increase, e.g. [2000, 6000]: the shortlist ends at the first"))
     if recipe.task != "tagging":
         for key, default in (("crf", False), ("char_features", "none")):
             if getattr(model, key) != default:

@@ -141,6 +141,11 @@ class LMStream:
     token after the first is a target exactly once. The tail that does not fill the last
     row is padded, never dropped; padded targets carry ``pad_id`` and are left out of the loss.
 
+    With ``context`` (evaluation), each row after the first starts that many tokens early:
+    the model reads them to build its state, and their targets are padding, so a row's
+    first scored tokens are predicted from real context instead of an empty state, and
+    perplexity hardly depends on how many rows read the text.
+
     Args:
         stream: 1-D token ids.
         batch_size: number of rows read in parallel.
@@ -148,14 +153,23 @@ class LMStream:
         pad_id: the padding id.
         offset: start reading at this position (shifting the chunk boundaries between
             epochs lets the model see every split of the text).
+        context: tokens each row after the first reads before its slice, unscored.
     """
 
-    def __init__(self, stream: torch.Tensor, batch_size: int, bptt: int, pad_id: int, offset: int = 0):
+    def __init__(self, stream: torch.Tensor, batch_size: int, bptt: int, pad_id: int, offset: int = 0, context: int = 0):
         stream = stream[offset:]
-        row_length = max(1, -(-(len(stream) - 1) // batch_size))  # inputs per row: ceil((n - 1) / batch)
+        row_length = max(1, -(-(len(stream) - 1) // batch_size))  # targets per row: ceil((n - 1) / batch)
         padded = torch.full((batch_size * row_length + 1,), pad_id, dtype=stream.dtype)
         padded[: len(stream)] = stream
         self.rows = padded.unfold(0, row_length + 1, row_length).contiguous()  # (batch, row_length + 1)
+        self.context = min(context, row_length) if batch_size > 1 else 0
+        if self.context:
+            # row b > 0 reads the `context` tokens before its slice first; row 0, with nothing
+            # before it, starts at once and is padded at its end instead
+            before = padded[: (batch_size - 1) * row_length].view(batch_size - 1, row_length)[:, row_length - self.context :]
+            after = torch.full((1, self.context), pad_id, dtype=stream.dtype)
+            first, others = torch.cat([self.rows[:1], after], dim=1), torch.cat([before, self.rows[1:]], dim=1)
+            self.rows = torch.cat([first, others])  # (batch, context + row_length + 1)
         self.bptt = bptt
         self.pad_id = pad_id
 
@@ -171,7 +185,12 @@ class LMStream:
             raise IndexError(index)
         start = index * self.bptt
         end = min(start + self.bptt, self.rows.shape[1] - 1)
-        return LMChunk(token_ids=self.rows[:, start:end], targets=self.rows[:, start + 1 : end + 1])
+        targets = self.rows[:, start + 1 : end + 1]
+        unscored = min(end, self.context) - start  # targets that are context for rows after the first
+        if unscored > 0:
+            targets = targets.clone()
+            targets[1:, :unscored] = self.pad_id
+        return LMChunk(token_ids=self.rows[:, start:end], targets=targets)
 
 
 def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, scheme: str = "bio") -> "datasets.Dataset":

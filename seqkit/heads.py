@@ -7,7 +7,7 @@ encoder.
 
 from __future__ import annotations
 
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,16 +27,31 @@ class Head(Protocol):
 
 
 class LanguageModelHead(nn.Module):
-    """Next-token logits at every step (many-to-many).
+    """The next-token distribution at every step (many-to-many): a full softmax over the
+    vocabulary, or an adaptive softmax (Grave et al., 2017) that is as exact and much cheaper.
+
+    The adaptive softmax splits the vocabulary at ``cutoffs`` into a shortlist of frequent
+    tokens (ids below ``cutoffs[0]``; seqkit's tokenizers number tokens by training
+    frequency) and clusters of rarer ones. The shortlist and one entry per cluster share
+    one softmax; a token in cluster ``k`` has probability p(cluster k) * p(token | cluster
+    k), the second from the cluster's own softmax over a projection of the state. Every
+    token's probability is exact -- the distribution sums to one -- but a training step
+    scores each cluster only for the targets that fall in it: with 86 % of Moby-Dick's
+    tokens in a 2,000-word shortlist, the output layer costs a sixth of a 16k-word softmax.
+    The token vectors are one (vocab_size, dim) matrix in either kind, so ``tied_embedding``
+    ties them to the input embedding in both.
 
     Args:
         input_dim: size of the encoder's states.
         vocab_size: number of tokens.
         pad_id: targets equal to this are left out of the loss.
         dropout: dropout on the states before the output layer.
-        tied_embedding: share the output layer's weights with this input embedding
-            matrix (vocab_size, embedding_dim). When ``input_dim`` differs from the
-            embedding size a linear projection maps the states down first.
+        tied_embedding: share the token vectors with this input embedding matrix
+            (vocab_size, embedding_dim). When ``input_dim`` differs from the embedding
+            size a linear projection maps the states down first.
+        cutoffs: ``()`` for a full softmax; increasing ids ``0 < c1 < c2 < ... < vocab_size``
+            for an adaptive softmax with the shortlist ``[0, c1)`` and clusters
+            ``[c1, c2)``, ..., ``[c_last, vocab_size)``.
     """
 
     def __init__(
@@ -46,8 +61,11 @@ class LanguageModelHead(nn.Module):
         pad_id: int = 0,
         dropout: float = 0.0,
         tied_embedding: Optional[nn.Parameter] = None,
+        cutoffs: Sequence[int] = (),
     ):
         super().__init__()
+        if list(cutoffs) != sorted(set(cutoffs)) or any(not 0 < cutoff < vocab_size for cutoff in cutoffs):
+            raise ValueError(f"cutoffs must increase strictly between 0 and the vocabulary size {vocab_size}, got {list(cutoffs)}")
         self.dropout = nn.Dropout(dropout)
         self.pad_id = pad_id
         output_input_dim = input_dim
@@ -56,20 +74,67 @@ class LanguageModelHead(nn.Module):
             output_input_dim = tied_embedding.shape[1]
             if output_input_dim != input_dim:
                 self.projection = nn.Linear(input_dim, output_input_dim)
-        self.output = nn.Linear(output_input_dim, vocab_size)
+        self.output = nn.Linear(output_input_dim, vocab_size)  # a row and a bias per token
         if tied_embedding is not None:
             self.output.weight = tied_embedding
+        self.bounds = [*cutoffs, vocab_size]  # adaptive: cluster k holds ids [bounds[k], bounds[k + 1])
+        self.clusters: Optional[nn.Linear] = None
+        if cutoffs:
+            self.clusters = nn.Linear(output_input_dim, len(cutoffs))  # each cluster's entry in the shortlist's softmax
+            self.cluster_projections = nn.ModuleList(nn.Linear(output_input_dim, output_input_dim, bias=False) for _ in cutoffs)
 
     def forward(self, states: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(batch, time, input_dim) states -> (batch, time, vocab_size) logits."""
-        states = self.dropout(states)
-        if self.projection is not None:
-            states = self.projection(states)
-        return self.output(states)
+        """(batch, time, input_dim) states -> (batch, time, vocab_size) scores whose softmax
+        is the next-token distribution: logits (full softmax) or log-probabilities (adaptive)."""
+        hidden = self._hidden(states)
+        if self.clusters is None:
+            return self.output(hidden)
+        (shortlist_weight, *cluster_weights), (shortlist_bias, *cluster_biases) = self._pieces()
+        shortlist = self.bounds[0]
+        head = F.linear(hidden, shortlist_weight, shortlist_bias).float().log_softmax(-1)  # (batch, time, shortlist + clusters)
+        parts = [head[..., :shortlist]]
+        for cluster, (weight, bias) in enumerate(zip(cluster_weights, cluster_biases)):
+            within = F.linear(self.cluster_projections[cluster](hidden), weight, bias).float().log_softmax(-1)  # (batch, time, cluster size)
+            parts.append(within + head[..., shortlist + cluster, None])  # log p(cluster) + log p(token | cluster)
+        return torch.cat(parts, dim=-1)
+
+    def nll(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of each target, (batch, time), 0 where the target is
+        padding: what training and evaluation need, without the full distribution."""
+        hidden = self._hidden(states)
+        if self.clusters is None:
+            logits = self.output(hidden)
+            return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=self.pad_id, reduction="none").view_as(targets)
+        hidden, flat_targets = hidden.flatten(0, 1), targets.flatten()  # (tokens, dim), (tokens,)
+        (shortlist_weight, *cluster_weights), (shortlist_bias, *cluster_biases) = self._pieces()
+        shortlist = self.bounds[0]
+        cluster_of = torch.bucketize(flat_targets, torch.tensor(self.bounds, device=targets.device), right=True) - 1  # -1: the shortlist
+        head_targets = torch.where(cluster_of < 0, flat_targets, shortlist + cluster_of)  # a rare token's cluster entry
+        nll = F.cross_entropy(F.linear(hidden, shortlist_weight, shortlist_bias).float(), head_targets, reduction="none")
+        for cluster, (weight, bias) in enumerate(zip(cluster_weights, cluster_biases)):
+            # only the targets in this cluster are scored by its softmax (none: an empty
+            # product, so that the cluster's parameters still get their zero gradient, as DDP expects)
+            rows = (cluster_of == cluster).nonzero().squeeze(1)
+            logits = F.linear(self.cluster_projections[cluster](hidden[rows]), weight, bias).float()  # (rows, cluster size)
+            nll = nll.index_add(0, rows, F.cross_entropy(logits, flat_targets[rows] - self.bounds[cluster], reduction="none"))
+        return nll.masked_fill(flat_targets == self.pad_id, 0.0).view_as(targets)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over the non-padding targets; ``targets`` is (batch, time)."""
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=self.pad_id)
+        """Mean cross-entropy of ``forward``'s scores over the non-padding targets; ``targets`` is (batch, time)."""
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=self.pad_id)
+
+    def _hidden(self, states: torch.Tensor) -> torch.Tensor:
+        states = self.dropout(states)
+        return self.projection(states) if self.projection is not None else states
+
+    def _pieces(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The adaptive softmax's weights and biases: the shortlist's tokens with one row per
+        cluster after them, then each cluster's tokens. One ``split`` of the token matrix, so
+        that back-propagation writes its gradient once, not once per piece."""
+        sizes = [end - start for start, end in zip([0, *self.bounds], self.bounds)]
+        weights, biases = list(self.output.weight.split(sizes)), list(self.output.bias.split(sizes))
+        weights[0], biases[0] = torch.cat([weights[0], self.clusters.weight]), torch.cat([biases[0], self.clusters.bias])
+        return weights, biases
 
 
 class TaggingHead(nn.Module):

@@ -16,6 +16,7 @@ from torch import nn
 from .config import ModelConfig
 from .decoder import AttentionDecoder, DecoderState
 from .encoders import CharFeatures, RNNEncoder, State, TokenEmbedding, VectorInput
+from .errors import RecipeError
 from .heads import ClassificationHead, LanguageModelHead, RegressionHead, TaggingHead
 from .labels import LabelSet, Targets, allowed_transitions
 from .tokenize import special_ids
@@ -235,6 +236,7 @@ def build_model(
             pad_id=pad_id,
             dropout=config.dropout,
             tied_embedding=embedding.weight if config.tie_weights else None,
+            cutoffs=adaptive_cutoffs(config, vocab_size) if config.output == "adaptive" else (),
         )
     elif task == "tagging":
         if not isinstance(labels, LabelSet):
@@ -261,6 +263,24 @@ def build_model(
         num_conditions = len(labels.labels) if isinstance(labels, LabelSet) else 0
         return ConditionedGenerator(embedding, encoder, head, num_conditions, config.condition_dim, config.condition)
     return SequenceModel(embedding, encoder, head)
+
+
+def adaptive_cutoffs(config: ModelConfig, vocab_size: int) -> list[int]:
+    """Where an adaptive softmax cuts the vocabulary (``LanguageModelHead``): the recipe's
+    ``model.adaptive_cutoffs``, or by default a shortlist of the most frequent eighth of
+    the tokens and two clusters after it, split at three eighths.
+
+    Raises:
+        RecipeError: cutoffs that do not fit the vocabulary.
+    """
+    if config.adaptive_cutoffs is not None:
+        if config.adaptive_cutoffs[-1] >= vocab_size:
+            raise RecipeError([f"model.adaptive_cutoffs: {config.adaptive_cutoffs} must stay below the vocabulary size, {vocab_size:,}"])
+        return list(config.adaptive_cutoffs)
+    cutoffs = sorted({cutoff for cutoff in (vocab_size // 8, vocab_size * 3 // 8) if 0 < cutoff < vocab_size})
+    if not cutoffs:
+        raise RecipeError([f"model.output: adaptive: a vocabulary of {vocab_size} tokens is too small to cut; use softmax"])
+    return cutoffs
 
 
 def recurrent_cells(config: ModelConfig) -> set[str]:

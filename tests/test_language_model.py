@@ -208,3 +208,67 @@ def test_beam_search_continues_a_prompt(tiny_recipe):
     assert text.startswith("the whale") and text == generate_text(lm.model, lm.tokenizer, "the whale", 12, beam=4)[0]
     with pytest.raises(ValueError, match="leave num out"):
         lm.generate("the whale", beam=4, num=2)
+
+
+# --- the adaptive softmax (model.output: adaptive) ---------------------------------------
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_adaptive_softmax_is_an_exact_distribution_and_its_nll_reads_it(tied):
+    from seqkit.heads import LanguageModelHead
+
+    torch.manual_seed(0)
+    embedding = torch.nn.Parameter(torch.randn(60, 8)) if tied else None
+    head = LanguageModelHead(12, 60, pad_id=0, tied_embedding=embedding, cutoffs=[7, 25]).eval()
+    states = torch.randn(3, 9, 12)
+    log_probs = head(states)  # (batch, time, vocab)
+    assert log_probs.shape == (3, 9, 60)
+    assert torch.allclose(log_probs.logsumexp(-1), torch.zeros(3, 9), atol=1e-5)  # every step sums to one
+    targets = torch.tensor([[0, 1, 6, 7, 24, 25, 59, 3, 30]] * 3)  # padding, shortlist, both clusters, their edges
+    expected = -log_probs.gather(-1, targets[..., None]).squeeze(-1).masked_fill(targets == 0, 0.0)
+    assert torch.allclose(head.nll(states, targets), expected, atol=1e-5)
+    # the token vectors are one matrix: the embedding's, when tied
+    assert (head.output.weight is embedding) if tied else head.output.weight.shape == (60, 8 if tied else 12)
+
+
+def test_adaptive_softmax_gives_every_parameter_a_gradient_even_without_rare_targets():
+    """DDP expects a gradient for every parameter at every step: a cluster with no target
+    in the batch still gets its (zero) gradient."""
+    from seqkit.heads import LanguageModelHead
+
+    torch.manual_seed(0)
+    head = LanguageModelHead(12, 60, cutoffs=[7, 25])
+    head.nll(torch.randn(2, 5, 12), torch.randint(1, 7, (2, 5))).sum().backward()  # shortlist targets only
+    gradients = {name: parameter.grad for name, parameter in head.named_parameters()}
+    assert all(gradient is not None for gradient in gradients.values()), [name for name, g in gradients.items() if g is None]
+    assert gradients["cluster_projections.1.weight"].abs().sum() == 0 and gradients["clusters.weight"].abs().sum() > 0
+
+
+def test_adaptive_output_trains_reloads_and_scores_exactly(tiny_recipe):
+    overrides = ["model.output=adaptive", "model.tie_weights=true", "model.embedding_dim=24", "train.max_steps=20"]
+    result = train(load_recipe(tiny_recipe, overrides), quiet=True)
+    records = _records(result.run_dir)
+    assert records[-1]["loss"] < records[0]["loss"]
+    lm = seqkit.load(result.run_dir / "best", device="cpu")
+    head = lm.model.head
+    vocab_size = lm.tokenizer.get_vocab_size()
+    assert head.bounds == [vocab_size // 8, vocab_size * 3 // 8, vocab_size] and head.output.weight is lm.model.embedding.weight
+    # the perplexity evaluation reports is the full distribution's, read at each target
+    token_ids = torch.tensor([lm.tokenizer.encode("call me ishmael . some years ago never mind how long").ids])
+    with torch.inference_mode():
+        log_probs = lm.model(token_ids[:, :-1])[0].log_softmax(-1)
+        nll = -log_probs.gather(-1, token_ids[:, 1:, None]).mean().item()
+        states, _, _ = lm.model.encode(token_ids[:, :-1])
+        assert head.nll(states, token_ids[:, 1:]).mean().item() == pytest.approx(nll, rel=1e-5)
+    assert lm.evaluate("data/test.txt")["loss"] == pytest.approx(result.test_metrics["loss"], rel=1e-6)
+    assert lm.generate("the whale", max_tokens=5, seed=1).startswith("the whale")
+    assert lm.generate("the whale", beam=3, max_tokens=5).startswith("the whale")
+
+
+def test_adaptive_cutoffs_are_checked_against_the_vocabulary(tiny_recipe):
+    with pytest.raises(SeqkitError, match=r"model\.adaptive_cutoffs: \[10, 100000\] must stay below the vocabulary size, "):
+        train(load_recipe(tiny_recipe, ["model.output=adaptive", "model.adaptive_cutoffs=[10, 100000]"]), quiet=True)
+    with pytest.raises(SeqkitError, match=r"model\.adaptive_cutoffs: cut the vocabulary for model\.output: adaptive"):
+        load_recipe(tiny_recipe, ["model.adaptive_cutoffs=[10, 20]"])
+    with pytest.raises(SeqkitError, match=r"model\.adaptive_cutoffs: token ids that strictly increase"):
+        load_recipe(tiny_recipe, ["model.output=adaptive", "model.adaptive_cutoffs=[20, 10]"])

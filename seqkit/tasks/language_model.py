@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from ..config import Recipe
@@ -20,6 +19,11 @@ from ..model import SequenceModel
 from ..runtime import autocast
 from ..streaming import Corpus, StreamedText, epoch_offset, estimate_tokens, estimated_steps, sample_lines, streams
 from ..tokenize import special_ids, tokenizer_for
+
+
+# evaluation: tokens each row after the first reads before its slice, so that a row's first
+# tokens have context (LMStream); with them perplexity hardly changes with the number of rows
+EVAL_CONTEXT = 100
 
 
 class LanguageModelTask:
@@ -81,9 +85,10 @@ class LanguageModelTask:
 
     def loss(self, model: SequenceModel, chunk: LMChunk, carry: Optional[State]) -> tuple[torch.Tensor, torch.Tensor, State]:
         """Mean loss of a chunk, its number of targets, and the state to carry on."""
-        logits, state = model(chunk.token_ids, state=carry)  # (batch, time, vocab)
+        states, _, state = model.encode(chunk.token_ids, state=carry)  # (batch, time, hidden)
         num_targets = (chunk.targets != self.pad_id).sum()
-        return model.head.loss(logits, chunk.targets), num_targets, state
+        nll = model.head.nll(states, chunk.targets)  # (batch, time); an adaptive softmax scores only each target's cluster
+        return nll.sum() / num_targets.clamp(min=1), num_targets, state
 
     def evaluate(self, model: SequenceModel, precision: str = "fp32", split: str = "valid") -> dict[str, Any]:
         """Metrics on the ``valid`` or ``test`` split of the recipe's data."""
@@ -115,8 +120,11 @@ def evaluate_language_model(
     pad_id: int,
     unk_id: int,
     precision: str = "fp32",
+    context: int = EVAL_CONTEXT,
 ) -> dict[str, Any]:
-    """Perplexity of a language model on a token stream.
+    """Perplexity of a language model on a token stream, read in ``batch_size`` contiguous
+    rows, each after the first starting ``context`` tokens early (``data.LMStream``), so
+    that its first tokens are predicted from the text before them.
 
     Every token of the stream is scored once (none dropped to fill a batch). Returns
     ``loss`` (mean negative log-likelihood, nats), ``perplexity``, ``tokens``, and
@@ -126,13 +134,13 @@ def evaluate_language_model(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    chunks = LMStream(stream, batch_size, bptt, pad_id).to(device)
+    chunks = LMStream(stream, batch_size, bptt, pad_id, context=context).to(device)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # nll, targets, unk nll, unk targets
     state = None
     for chunk in chunks:
         with autocast(device, precision):
-            logits, state = model(chunk.token_ids, state=state)
-        nll = F.cross_entropy(logits.flatten(0, 1).float(), chunk.targets.flatten(), reduction="none")
+            states, _, state = model.encode(chunk.token_ids, state=state)
+            nll = model.head.nll(states, chunk.targets).flatten()  # exact: the target's log-probability under the whole distribution
         real = chunk.targets.flatten() != pad_id
         unknown = chunk.targets.flatten() == unk_id
         sums += torch.stack([nll[real].sum(), real.sum(), nll[unknown].sum(), unknown.sum()]).double()
