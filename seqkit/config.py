@@ -30,6 +30,9 @@ MANY_TO_ONE = ("classification", "regression")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 _SECTIONS = ("data", "tokenizer", "model", "train", "generate")  # an empty one (all keys commented out) means its defaults
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|(list|dict|tuple|literal|function-\w+)\[.*\])$")  # pydantic's tags in a loc
+# YAML constructs that open and must close (PyYAML's context for them): a syntax error inside one is most often that it does not
+_OPENED = {"while parsing a flow sequence": "the flow sequence", "while parsing a flow mapping": "the flow mapping",
+           "while scanning a quoted scalar": "the quoted string"}  # fmt: skip
 
 
 class _Section(BaseModel):
@@ -218,9 +221,7 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bo
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise RecipeError([f"{where}: YAML syntax error: {error.problem or error}"]) from None
+        raise RecipeError([_yaml_syntax_error(path, text, error)]) from None
     except yaml.YAMLError as error:
         raise RecipeError([f"{path}: YAML syntax error: {error}"]) from None
     if data is None:
@@ -257,6 +258,28 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bo
     if problems:
         raise RecipeError(problems)
     return recipe
+
+
+def _yaml_syntax_error(path: Path, text: str, error: yaml.MarkedYAMLError) -> str:
+    """One line for a YAML syntax error. An unclosed ``[``, ``{`` or quote is reported where
+    it opened, with where the parser gave up (often lines later); any other error where the
+    parser gave up, with the construct it was in when PyYAML names one."""
+    problem, opened = error.problem_mark, error.context_mark
+    if problem is None or opened is None:
+        mark = problem or opened
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        hint = " (use spaces: YAML takes no tabs there)" if "'\\t'" in (error.problem or "") else ""
+        return f"{where}: YAML syntax error: {error.problem or error}{hint}"
+    if error.context in _OPENED:
+        opener = text[opened.index] if opened.index < len(text) else ""
+        ended = "end of stream" in error.problem or "<stream end>" in error.problem  # else perhaps a missing comma
+        state = "is not closed" if ended or error.context.endswith("scalar") else "is not closed, or lacks a ','"
+        return (f"{path}:{opened.line + 1}:{opened.column + 1}: YAML syntax error: {_OPENED[error.context]} ({opener!r}) opened here {state} "
+                f"(the parser gave up at line {problem.line + 1}, column {problem.column + 1}: {error.problem})")  # fmt: skip
+    construct = re.match(r"while (?:parsing|scanning|constructing) an? (.+)", error.context or "")
+    inside = f"in the {construct[1]} that starts at" if construct else f"{error.context}, from"
+    return (f"{path}:{problem.line + 1}:{problem.column + 1}: YAML syntax error: {error.problem} "
+            f"({inside} line {opened.line + 1}, column {opened.column + 1})")
 
 
 def recipe_from_dict(data: dict[str, Any], source: str | Path) -> Recipe:
