@@ -13,6 +13,7 @@ acts on it reads it from the ``Recipe`` and passes plain values on.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import re
 import typing
@@ -86,7 +87,15 @@ class DataConfig(_Section):
     normalize_targets: bool = True  # regression: train on standardized targets (predictions come back in data units)
     condition_field: Optional[str] = None  # generation: the field naming each text's condition (null: unconditioned)
     streaming: Union[bool, Literal["auto"]] = "auto"  # language model: read the training text from its files as training goes, never whole (auto: above 1 GiB)
+    encoding: str = "utf-8"  # of every text file above (a Python codec name: latin-1, cp1252, utf-16, ...); utf-8 and utf-16 drop a byte order mark
     # seq2seq reads pairs: tab-separated SOURCE<TAB>TARGET lines (.tsv, .tsv.gz), or JSON Lines with input_field and target_field
+
+    @field_validator("encoding")
+    @classmethod
+    def _text_encoding(cls, value: str) -> str:
+        if not is_text_encoding(value):
+            raise ValueError("not a text encoding Python knows (a codec name such as utf-8, latin-1, cp1252 or utf-16)")
+        return value
 
 
 class TokenizerConfig(_Section):
@@ -189,6 +198,25 @@ class Recipe(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     generate: GenerateConfig = GenerateConfig()
+
+
+def is_text_encoding(name: str) -> bool:
+    """Whether ``name`` is a text encoding Python knows (``codecs.lookup``; base64, zlib and
+    rot13 are codecs too, but not text encodings)."""
+    try:
+        codecs.lookup(name)
+        "\n".encode(name)
+    except LookupError:
+        return False
+    return True
+
+
+def splits_at_newline_byte(encoding: str) -> bool:
+    """Whether text in ``encoding`` writes a newline as the single byte 0x0A, so that a file
+    can be cut into lines at that byte (UTF-8, latin-1, cp1252: yes; UTF-16, UTF-32: no)."""
+    encoder = codecs.getincrementalencoder(encoding)()
+    encoder.encode("a")  # a byte order mark, where the encoding writes one, comes first
+    return encoder.encode("\n") == b"\n"
 
 
 def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bool = True) -> Recipe:
@@ -315,6 +343,9 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
         problems.append((("data", "train"), "only a language model reads several training files; give one path"))
     if recipe.task != "language_model" and recipe.data.streaming is True:
         problems.append((("data", "streaming"), "only a language model streams its training text; remove it"))
+    elif recipe.data.streaming is True and not splits_at_newline_byte(recipe.data.encoding):
+        problems.append((("data", "streaming"), f"streamed text is cut into lines at the byte 0x0A, which is not a newline in {recipe.data.encoding} "
+                                                f"(data.encoding): set data.streaming to false, or convert the files to UTF-8"))  # fmt: skip
     if isinstance(recipe.data.train, list) and not recipe.data.train:
         problems.append((("data", "train"), "an empty list: give one or more files"))
     many_to_one = recipe.task in MANY_TO_ONE

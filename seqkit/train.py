@@ -38,7 +38,7 @@ from .checkpoint import (
 )  # fmt: skip
 from .config import Recipe, TrainConfig, dump_recipe
 from .encoders import State
-from .errors import CheckpointError, RecipeError, SeqkitError
+from .errors import CheckpointError, NotTextError, RecipeError, SeqkitError
 from .hub import resolve
 from .model import build_model, count_parameters
 from .runtime import autocast, seed_everything, tune_allocator
@@ -116,6 +116,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
     threading.excepthook = _quiet_writer_errors(excepthook)
     try:
         return _train(recipe, resume=resume, overwrite=overwrite, quiet=quiet)
+    except NotTextError as error:  # the recipe's data files are read with data.encoding: name it as the fix
+        raise error.naming("data.encoding") from None
     except OSError as error:  # a full disk, a directory gone or turned read-only: one line, and what is safe
         raise SeqkitError(_describe_os_error(error, Path(recipe.output_dir))) from None
     finally:
