@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence, Union
@@ -31,9 +32,10 @@ import torch
 from tokenizers import Tokenizer
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Recipe
+from .config import Recipe, is_text_encoding
 from .decoding import generate_text
 from .data import read_conll, read_examples, truncate
+from .errors import NotTextError
 from .hub import resolve
 from .labels import LabelSet, Targets, spans
 from .metrics import group_references, sequence_error_rates
@@ -151,12 +153,13 @@ class LanguageModel(Pretrained):
         )
         return texts if num is not None else texts[0]
 
-    def evaluate(self, path: Union[str, Path], batch_size: int = 10) -> dict[str, Any]:
-        """Perplexity on a text file: ``loss``, ``perplexity``, ``tokens``, ``unk_tokens``,
-        ``perplexity_no_unk`` (targets that are ``<unk>`` left out)."""
+    def evaluate(self, path: Union[str, Path], batch_size: int = 10, encoding: str = "utf-8") -> dict[str, Any]:
+        """Perplexity on a text file (in ``encoding``): ``loss``, ``perplexity``, ``tokens``,
+        ``unk_tokens``, ``perplexity_no_unk`` (targets that are ``<unk>`` left out)."""
         _check_path(path)
         _check_settings(batch_size=batch_size)
-        return evaluate_language_model_file(self.model, self.tokenizer, path, batch_size, self.recipe.train.bptt)
+        with _reading(encoding):
+            return evaluate_language_model_file(self.model, self.tokenizer, path, batch_size, self.recipe.train.bptt, encoding)
 
 
 class Span(NamedTuple):
@@ -244,13 +247,14 @@ class Tagger(Pretrained):
             docs.append(Doc(text, words, offsets, sentence_tags, entities))
         return docs[0] if single else docs
 
-    def evaluate(self, path: Union[str, Path], batch_size: int = 64) -> dict[str, Any]:
-        """Entity precision, recall and F1, micro and per type, on a CoNLL file read with
-        the recipe's column and scheme settings."""
+    def evaluate(self, path: Union[str, Path], batch_size: int = 64, encoding: str = "utf-8") -> dict[str, Any]:
+        """Entity precision, recall and F1, micro and per type, on a CoNLL file (in
+        ``encoding``) read with the recipe's column and scheme settings."""
         _check_path(path)
         _check_settings(batch_size=batch_size)
         data = self.recipe.data
-        dataset = read_conll(path, data.token_column, data.tag_column, data.scheme)
+        with _reading(encoding):
+            dataset = read_conll(path, data.token_column, data.tag_column, data.scheme, encoding)
         return evaluate_tagger(self.model, self.tokenizer, self.labels, dataset["tokens"], dataset["tags"], batch_size)
 
 
@@ -294,13 +298,14 @@ class _SequencePredictor(Pretrained):
     def _pad_id(self) -> int:
         return special_ids(self.tokenizer).pad if self.tokenizer is not None else 0
 
-    def evaluate(self, path: Union[str, Path], batch_size: int = 64) -> dict[str, Any]:
-        """Metrics on a data file read with the recipe's ``data`` settings: accuracy,
-        macro-F1 and per-class scores for a classifier; MAE and RMSE (and the mean
-        baseline's) for a regression model."""
+    def evaluate(self, path: Union[str, Path], batch_size: int = 64, encoding: str = "utf-8") -> dict[str, Any]:
+        """Metrics on a data file (text in ``encoding``) read with the recipe's ``data``
+        settings: accuracy, macro-F1 and per-class scores for a classifier; MAE and RMSE (and
+        the mean baseline's) for a regression model."""
         _check_path(path)
         _check_settings(batch_size=batch_size)
-        return evaluate_file(self.model, self.tokenizer, self.labels, self.recipe, path, batch_size)
+        with _reading(encoding):
+            return evaluate_file(self.model, self.tokenizer, self.labels, self.recipe, path, batch_size, encoding)
 
 
 @dataclass(frozen=True)
@@ -482,13 +487,15 @@ class Seq2Seq(Pretrained):
             tokens[index] = [self.labels.id_to_token(token) for token in output]
         return tokens[0] if single else tokens
 
-    def evaluate(self, path: Union[str, Path], batch_size: int = 256, beam: Optional[int] = None) -> dict[str, Any]:
+    def evaluate(self, path: Union[str, Path], batch_size: int = 256, beam: Optional[int] = None, encoding: str = "utf-8") -> dict[str, Any]:
         """Token error rate (``per``) and sequence error rate (``wer``) on a file of pairs
-        (``SOURCE<TAB>TARGET`` or JSON Lines), decoding greedily or with ``beam``. A source
-        listed more than once has several right answers (e.g. alternative pronunciations)."""
+        (``SOURCE<TAB>TARGET`` or JSON Lines, text in ``encoding``), decoding greedily or with
+        ``beam``. A source listed more than once has several right answers (e.g. alternative
+        pronunciations)."""
         _check_path(path)
         data = self.recipe.data
-        examples = read_examples(path, data.input_field, data.target_field, data.inputs, "text")
+        with _reading(encoding):
+            examples = read_examples(path, data.input_field, data.target_field, data.inputs, "text", encoding=encoding)
         gold = [encoding.tokens for encoding in self.labels.encode_batch(examples.targets)]
         sources, references = group_references(examples.inputs, gold)
         return sequence_error_rates(references, self.predict(sources, beam=beam, batch_size=batch_size))
@@ -553,6 +560,20 @@ def _check_settings(**settings: Any) -> None:
 def _check_path(path: Any) -> None:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a file path (a str or os.PathLike), not {type(path).__name__}")
+
+
+@contextmanager
+def _reading(encoding: Any) -> Iterator[None]:
+    """Read a file with ``encoding`` (checked): a file that is not text in it names the
+    ``encoding`` argument as what to change."""
+    if not isinstance(encoding, str):
+        raise TypeError(f"encoding: expected a codec name (a str such as 'utf-8' or 'latin-1'), not {type(encoding).__name__}")
+    if not is_text_encoding(encoding):
+        raise ValueError(f"encoding: {encoding!r} is not a text encoding Python knows (e.g. 'utf-8', 'latin-1', 'cp1252', 'utf-16')")
+    try:
+        yield
+    except NotTextError as error:
+        raise error.naming("the encoding argument") from None
 
 
 _API: dict[str, type[Pretrained]] = {

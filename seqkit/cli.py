@@ -43,6 +43,18 @@ class _Group(click.Group):
             ctx.exit(130)
 
 
+def _check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from .config import is_text_encoding
+
+    if not is_text_encoding(value):
+        raise click.BadParameter(f"{value!r} is not a text encoding Python knows (e.g. utf-8, latin-1, cp1252, utf-16)")
+    return value
+
+
+_encoding_option = click.option("--encoding", default="utf-8", show_default=True, callback=_check_encoding,
+                                help="The input's text encoding: a Python codec name such as latin-1, cp1252 or utf-16.")  # fmt: skip
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="seqkit")
 def main() -> None:
@@ -111,17 +123,22 @@ def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], r
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of text.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Sequences (or rows, for a language model) per batch.")
 @click.option("--beam", type=click.IntRange(min=1), help="seq2seq: beam search of this width instead of greedy decoding.")
-def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Optional[int], beam: Optional[int]) -> None:
+@_encoding_option
+def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Optional[int], beam: Optional[int], encoding: str) -> None:
     """Evaluate CHECKPOINT on a data file: perplexity for a language model; entity
     precision, recall and F1 (per type and micro) for a tagger; accuracy, macro-F1 and
     per-class scores for a classifier; MAE and RMSE (and the mean baseline's) for regression."""
     from .api import load
+    from .errors import NotTextError
 
     model = load(checkpoint)
     if beam is not None and model.task != "seq2seq":
         raise click.UsageError("--beam is for seq2seq models")
     options = {"batch_size": batch_size} if batch_size else {}
-    metrics = model.evaluate(data_path, **options, **({"beam": beam} if beam else {}))
+    try:
+        metrics = model.evaluate(data_path, encoding=encoding, **options, **({"beam": beam} if beam else {}))
+    except NotTextError as error:  # the API names its encoding argument; here this option sets it
+        raise error.naming("--encoding") from None
     if as_json:
         click.echo(json.dumps({"checkpoint": str(checkpoint), "data": str(data_path), **metrics}))
     elif model.task == "language_model":
@@ -162,12 +179,13 @@ def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Option
                    "a regression model its value(s) and text; jsonl: one JSON object per input; conll (taggers): a token and its tag a line.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--beam", type=click.IntRange(min=1), help="seq2seq: beam search of this width instead of greedy decoding.")
-def predict(checkpoint: str, input_path: str, output_format: str, batch_size: int, beam: Optional[int]) -> None:
+@_encoding_option
+def predict(checkpoint: str, input_path: str, output_format: str, batch_size: int, beam: Optional[int], encoding: str) -> None:
     """Tag, classify, score or transduce each input of INPUT with CHECKPOINT: one text a line
-    (UTF-8; a blank line is an empty text, so outputs line up with inputs), or JSON Lines
-    (a .jsonl or .jsonl.gz file) with the text in "text" (or the recipe's data.input_field;
-    a tagger also takes pre-tokenized "tokens"); - reads stdin. Inputs are read and
-    predicted in batches, so a large file streams."""
+    (a blank line is an empty text, so outputs line up with inputs), or JSON Lines (a .jsonl
+    or .jsonl.gz file) with the text in "text" (or the recipe's data.input_field; a tagger
+    also takes pre-tokenized "tokens"); - reads stdin. UTF-8 unless --encoding says
+    otherwise. Inputs are read and predicted in batches, so a large file streams."""
     from .api import Classifier, Regressor, Seq2Seq, Tagger, load
 
     model = load(checkpoint)
@@ -200,7 +218,7 @@ def predict(checkpoint: str, input_path: str, output_format: str, batch_size: in
             click.echo(line)
         chunk.clear()
 
-    for number, line in _input_lines(input_path):
+    for number, line in _input_lines(input_path, encoding):
         if is_jsonl:
             if not line.strip():
                 continue
@@ -212,19 +230,19 @@ def predict(checkpoint: str, input_path: str, output_format: str, batch_size: in
     flush()
 
 
-def _input_lines(input_path: str):
-    """``(line number, line)`` of the file ``input_path``, or of stdin for ``-``: UTF-8, gzip
-    for a ``.gz`` name, line endings and a byte order mark removed."""
+def _input_lines(input_path: str, encoding: str):
+    """``(line number, line)`` of the file ``input_path``, or of stdin for ``-``: text in
+    ``encoding``, gzip for a ``.gz`` name, line endings and a byte order mark removed."""
     from .data import decoded_lines, text_lines
-    from .errors import DataError
+    from .errors import DataError, NotTextError
 
-    if input_path == "-":
-        yield from decoded_lines(click.open_file("-", "rb"), "<stdin>")
-        return
     path = Path(input_path)
-    if not path.is_file():
+    if input_path != "-" and not path.is_file():
         raise DataError(path, "file not found" if not path.exists() else "not a file")
-    yield from text_lines(path)
+    try:
+        yield from decoded_lines(click.open_file("-", "rb"), "<stdin>", encoding) if input_path == "-" else text_lines(path, encoding)
+    except NotTextError as error:  # --encoding sets the encoding read here
+        raise error.naming("--encoding") from None
 
 
 def _jsonl_input(name: str, number: int, line: str, field: str, tagger: bool, vectors: bool) -> Any:

@@ -13,6 +13,7 @@ acts on it reads it from the ``Recipe`` and passes plain values on.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import re
 import typing
@@ -30,6 +31,9 @@ MANY_TO_ONE = ("classification", "regression")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 _SECTIONS = ("data", "tokenizer", "model", "train", "generate")  # an empty one (all keys commented out) means its defaults
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|(list|dict|tuple|literal|function-\w+)\[.*\])$")  # pydantic's tags in a loc
+# YAML constructs that open and must close (PyYAML's context for them): a syntax error inside one is most often that it does not
+_OPENED = {"while parsing a flow sequence": "the flow sequence", "while parsing a flow mapping": "the flow mapping",
+           "while scanning a quoted scalar": "the quoted string"}  # fmt: skip
 
 
 class _Section(BaseModel):
@@ -83,7 +87,15 @@ class DataConfig(_Section):
     normalize_targets: bool = True  # regression: train on standardized targets (predictions come back in data units)
     condition_field: Optional[str] = None  # generation: the field naming each text's condition (null: unconditioned)
     streaming: Union[bool, Literal["auto"]] = "auto"  # language model: read the training text from its files as training goes, never whole (auto: above 1 GiB)
+    encoding: str = "utf-8"  # of every text file above (a Python codec name: latin-1, cp1252, utf-16, ...); utf-8 and utf-16 drop a byte order mark
     # seq2seq reads pairs: tab-separated SOURCE<TAB>TARGET lines (.tsv, .tsv.gz), or JSON Lines with input_field and target_field
+
+    @field_validator("encoding")
+    @classmethod
+    def _text_encoding(cls, value: str) -> str:
+        if not is_text_encoding(value):
+            raise ValueError("not a text encoding Python knows (a codec name such as utf-8, latin-1, cp1252 or utf-16)")
+        return value
 
 
 class TokenizerConfig(_Section):
@@ -190,6 +202,25 @@ class Recipe(_Section):
     generate: GenerateConfig = GenerateConfig()
 
 
+def is_text_encoding(name: str) -> bool:
+    """Whether ``name`` is a text encoding Python knows (``codecs.lookup``; base64, zlib and
+    rot13 are codecs too, but not text encodings)."""
+    try:
+        codecs.lookup(name)
+        "\n".encode(name)
+    except LookupError:
+        return False
+    return True
+
+
+def splits_at_newline_byte(encoding: str) -> bool:
+    """Whether text in ``encoding`` writes a newline as the single byte 0x0A, so that a file
+    can be cut into lines at that byte (UTF-8, latin-1, cp1252: yes; UTF-16, UTF-32: no)."""
+    encoder = codecs.getincrementalencoder(encoding)()
+    encoder.encode("a")  # a byte order mark, where the encoding writes one, comes first
+    return encoder.encode("\n") == b"\n"
+
+
 def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bool = True) -> Recipe:
     """Read, override and validate a recipe file.
 
@@ -220,9 +251,7 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bo
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise RecipeError([f"{where}: YAML syntax error: {error.problem or error}"]) from None
+        raise RecipeError([_yaml_syntax_error(path, text, error)]) from None
     except yaml.YAMLError as error:
         raise RecipeError([f"{path}: YAML syntax error: {error}"]) from None
     if data is None:
@@ -259,6 +288,28 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bo
     if problems:
         raise RecipeError(problems)
     return recipe
+
+
+def _yaml_syntax_error(path: Path, text: str, error: yaml.MarkedYAMLError) -> str:
+    """One line for a YAML syntax error. An unclosed ``[``, ``{`` or quote is reported where
+    it opened, with where the parser gave up (often lines later); any other error where the
+    parser gave up, with the construct it was in when PyYAML names one."""
+    problem, opened = error.problem_mark, error.context_mark
+    if problem is None or opened is None:
+        mark = problem or opened
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        hint = " (use spaces: YAML takes no tabs there)" if "'\\t'" in (error.problem or "") else ""
+        return f"{where}: YAML syntax error: {error.problem or error}{hint}"
+    if error.context in _OPENED:
+        opener = text[opened.index] if opened.index < len(text) else ""
+        ended = "end of stream" in error.problem or "<stream end>" in error.problem  # else perhaps a missing comma
+        state = "is not closed" if ended or error.context.endswith("scalar") else "is not closed, or lacks a ','"
+        return (f"{path}:{opened.line + 1}:{opened.column + 1}: YAML syntax error: {_OPENED[error.context]} ({opener!r}) opened here {state} "
+                f"(the parser gave up at line {problem.line + 1}, column {problem.column + 1}: {error.problem})")  # fmt: skip
+    construct = re.match(r"while (?:parsing|scanning|constructing) an? (.+)", error.context or "")
+    inside = f"in the {construct[1]} that starts at" if construct else f"{error.context}, from"
+    return (f"{path}:{problem.line + 1}:{problem.column + 1}: YAML syntax error: {error.problem} "
+            f"({inside} line {opened.line + 1}, column {opened.column + 1})")
 
 
 def recipe_from_dict(data: dict[str, Any], source: str | Path) -> Recipe:
@@ -300,6 +351,9 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
         problems.append((("data", "train"), "only a language model reads several training files; give one path"))
     if recipe.task != "language_model" and recipe.data.streaming is True:
         problems.append((("data", "streaming"), "only a language model streams its training text; remove it"))
+    elif recipe.data.streaming is True and not splits_at_newline_byte(recipe.data.encoding):
+        problems.append((("data", "streaming"), f"streamed text is cut into lines at the byte 0x0A, which is not a newline in {recipe.data.encoding} "
+                                                f"(data.encoding): set data.streaming to false, or convert the files to UTF-8"))  # fmt: skip
     if isinstance(recipe.data.train, list) and not recipe.data.train:
         problems.append((("data", "train"), "an empty list: give one or more files"))
     many_to_one = recipe.task in MANY_TO_ONE

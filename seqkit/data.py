@@ -16,31 +16,38 @@ Classification and regression read JSON Lines (gzip or not) or ``.npz`` arrays
 (``read_examples``), hold out validation and test examples by a hash of a field
 (``holdout_split``), truncate long inputs (``truncate``) and pad batches of similar
 lengths (``collate_sequences``).
+
+Every text reader takes the files' ``encoding`` (``data.encoding``; UTF-8 unless set) and
+names the first line that is not text in it (``NotTextError``).
 """
 
 from __future__ import annotations
 
+import codecs
 import functools
 import gzip
 import hashlib
+import io
 import json
 import random
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Optional, Sequence
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from .errors import DataError
+from .errors import DataError, NotTextError
 from .labels import OUTSIDE, end_problem, split_tag, tag_problem
 from .tokenize import encode_ids
 
 IGNORE_INDEX = -100  # padded positions of a tag tensor (PyTorch's cross-entropy default)
 MAX_WORD_BYTES = 32  # character features read at most this many bytes of a word
+_UNDECODABLE = "\udc00"  # what bytes that are not text become while decoding (a lone surrogate: no decoded text holds one)
+codecs.register_error("seqkit.undecodable", lambda error: (_UNDECODABLE, error.end))
 
 if TYPE_CHECKING:
     import datasets
@@ -57,18 +64,20 @@ def _datasets():
     return datasets
 
 
-def read_text(path: str | Path | Sequence[str | Path], input_field: str = "text") -> "datasets.Dataset":
+def read_text(path: str | Path | Sequence[str | Path], input_field: str = "text", encoding: str = "utf-8") -> "datasets.Dataset":
     """Text files as one ``datasets.Dataset`` with a ``text`` row per line, in order.
 
     ``path`` may be a list of files. A JSON Lines file (``.jsonl``, ``.jsonl.gz``) gives one
     row per record: its ``input_field`` (so a corpus of records can train a language model);
     a CoNLL file (``.conll``, ``.conll.gz``) one row per sentence: its words, space-separated.
+    All are read as text in ``encoding``.
 
     Raises:
-        DataError: a file is missing, not UTF-8, malformed, or there is no text at all.
+        DataError: a file is missing, not text in ``encoding`` (``NotTextError``), malformed,
+            or there is no text at all.
     """
     paths = [Path(item) for item in path] if isinstance(path, (list, tuple)) else [Path(path)]
-    parts = [part for part in (_read_one_text(item, input_field) for item in paths) if part is not None]
+    parts = [part for part in (_read_one_text(item, input_field, encoding) for item in paths) if part is not None]
     where = paths[0] if len(paths) == 1 else ", ".join(map(str, paths))
     if not parts:
         raise DataError(where, "holds no text (the file is empty)" if len(paths) == 1 else "hold no text (the files are empty)")
@@ -78,26 +87,30 @@ def read_text(path: str | Path | Sequence[str | Path], input_field: str = "text"
     return dataset
 
 
-def _read_one_text(path: Path, input_field: str) -> "Optional[datasets.Dataset]":
+def _read_one_text(path: Path, input_field: str, encoding: str) -> "Optional[datasets.Dataset]":
     """One file's lines, or ``None`` for an empty file (which ``datasets`` cannot read)."""
     if not path.is_file():
         raise DataError(path, "file not found" if not path.exists() else "not a file")
     if path.name.endswith((".jsonl", ".jsonl.gz")):
-        examples = read_examples(path, input_field, None)
-        return _in_memory_dataset({"text": examples.inputs}, f"jsonl-text:{path.resolve()}:{path.stat().st_mtime_ns}:{input_field}")
+        examples = read_examples(path, input_field, None, encoding=encoding)
+        return _in_memory_dataset({"text": examples.inputs}, f"jsonl-text:{path.resolve()}:{path.stat().st_mtime_ns}:{input_field}:{encoding}")
     if path.name.endswith((".conll", ".conll.gz")):  # a tagging corpus's words, a sentence a line
-        sentences = read_conll(path)["tokens"]
-        return _in_memory_dataset({"text": [" ".join(words) for words in sentences]}, f"conll-text:{path.resolve()}:{path.stat().st_mtime_ns}")
+        sentences = read_conll(path, encoding=encoding)["tokens"]
+        return _in_memory_dataset({"text": [" ".join(words) for words in sentences]}, f"conll-text:{path.resolve()}:{path.stat().st_mtime_ns}:{encoding}")
     if path.stat().st_size == 0:
         return None
     try:
-        # utf-8-sig: a byte order mark (Windows editors write one) is not part of the text
-        return _datasets().load_dataset("text", data_files={"data": str(path)}, split="data", encoding="utf-8-sig")
+        return _datasets().load_dataset("text", data_files={"data": str(path)}, split="data", encoding=_codec(encoding))
     except Exception as error:  # datasets wraps reader errors in its own exception types
-        line = _first_undecodable_line(path)
-        if line is not None:
-            raise DataError(path, "not UTF-8 text (convert the file to UTF-8)", line=line) from None
+        for _ in text_lines(path, encoding):  # raises NotTextError at the first line that is not text
+            pass
         raise DataError(path, f"cannot read the file ({error})") from None
+
+
+def _codec(encoding: str) -> str:
+    """The codec that reads ``encoding``: utf-8 as utf-8-sig, since a byte order mark (Windows
+    editors write one) is not part of the text (utf-16 and utf-32 drop theirs themselves)."""
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
 
 
 def tokenize_lines(dataset: "datasets.Dataset", tokenizer: Tokenizer) -> "datasets.Dataset":
@@ -109,11 +122,11 @@ def tokenize_lines(dataset: "datasets.Dataset", tokenizer: Tokenizer) -> "datase
     return dataset.map(encode, batched=True, batch_size=1000, desc="tokenizing")
 
 
-def token_stream(path: str | Path | Sequence[str | Path], tokenizer: Tokenizer, input_field: str = "text") -> torch.Tensor:
+def token_stream(path: str | Path | Sequence[str | Path], tokenizer: Tokenizer, input_field: str = "text", encoding: str = "utf-8") -> torch.Tensor:
     """Whole text files (``read_text``) as one 1-D tensor of token ids, ``<eos>`` after each
     non-empty line."""
     eos = tokenizer.token_to_id("<eos>")
-    dataset = tokenize_lines(read_text(path, input_field), tokenizer).with_format("numpy", columns=["token_ids"])
+    dataset = tokenize_lines(read_text(path, input_field, encoding), tokenizer).with_format("numpy", columns=["token_ids"])
     pieces = []
     for token_ids in dataset["token_ids"]:
         if len(token_ids):
@@ -193,9 +206,9 @@ class LMStream:
         return LMChunk(token_ids=self.rows[:, start:end], targets=targets)
 
 
-def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, scheme: str = "bio") -> "datasets.Dataset":
-    """A CoNLL file as a ``datasets.Dataset`` of ``tokens``, ``tags`` and ``line`` (where
-    each sentence starts).
+def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, scheme: str = "bio", encoding: str = "utf-8") -> "datasets.Dataset":
+    """A CoNLL file (text in ``encoding``) as a ``datasets.Dataset`` of ``tokens``, ``tags`` and
+    ``line`` (where each sentence starts).
 
     Columns are split on tabs, or on spaces when a line has no tab. A blank line ends a
     sentence; ``-DOCSTART-`` lines are skipped, and so are lines starting with ``#``
@@ -225,7 +238,7 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, sc
             tokens.clear()
             tags.clear()
 
-    for number, line in text_lines(path):
+    for number, line in text_lines(path, encoding):
         if not line.strip():
             close(number)
             continue
@@ -253,7 +266,7 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, sc
     close(number + 1)
     if not sentences["tokens"]:
         raise DataError(path, "holds no sentences (expected a token and a tag per line)")
-    return _in_memory_dataset(sentences, f"conll:{path.resolve()}:{path.stat().st_mtime_ns}:{token_column}:{tag_column}:{scheme}")
+    return _in_memory_dataset(sentences, f"conll:{path.resolve()}:{path.stat().st_mtime_ns}:{token_column}:{tag_column}:{scheme}:{encoding}")
 
 
 def _in_memory_dataset(columns: dict[str, list], identity: str) -> "datasets.Dataset":
@@ -359,16 +372,6 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: Optional[str
     return batches
 
 
-def _first_undecodable_line(path: Path) -> int | None:
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
-    return None
-
-
 # --- Many-to-one examples: JSON Lines (text or vectors) and .npz (vectors) ------------------
 
 
@@ -403,6 +406,7 @@ def read_examples(
     inputs: str = "text",
     targets: str = "class",
     key_field: Optional[str] = None,
+    encoding: str = "utf-8",
 ) -> Examples:
     """Read examples from JSON Lines (``.jsonl``, ``.jsonl.gz``), ``.npz`` (vectors), or
     tab-separated ``SOURCE<TAB>TARGET`` pairs (``.tsv``, ``.tsv.gz``: seq2seq).
@@ -419,6 +423,7 @@ def read_examples(
         targets: ``class``, ``number``, ``text`` (seq2seq) or ``condition`` (generation: a
             class read from ``data.condition_field``).
         key_field: the field whose value is the example's holdout key (``None``: the input).
+        encoding: the text encoding of a JSON Lines or TSV file.
 
     Raises:
         DataError: naming the file and line of the first malformed example.
@@ -428,14 +433,14 @@ def read_examples(
         raise DataError(path, "file not found" if not path.exists() else "not a file")
     fields = [target_field] if isinstance(target_field, str) else list(target_field or [])
     if path.name.endswith((".tsv", ".tsv.gz")):
-        return _read_pairs(path)
+        return _read_pairs(path, encoding)
     if path.suffix == ".npz":
         if inputs != "vectors":
             raise DataError(path, ".npz files hold vectors: set data.inputs to vectors, or give text as JSON Lines")
         return _read_npz(path, input_field, fields, targets)
     examples = Examples(str(path), [], [] if fields else None, [], [])
     width: Optional[int] = None
-    for number, record in _json_lines(path):
+    for number, record in _json_lines(path, encoding):
         if input_field not in record:
             raise DataError(path, f"no {input_field!r} field (data.input_field)", line=number)
         value = record[input_field]
@@ -466,38 +471,46 @@ def read_examples(
     return examples
 
 
-def text_lines(path: Path):
-    """``(line number, line)`` for every line of a UTF-8 text file, gzipped (``.gz``) or not,
-    line endings (``\\n``, ``\\r\\n``) and a leading byte order mark removed.
+def text_lines(path: Path, encoding: str = "utf-8"):
+    """``(line number, line)`` for every line of a text file in ``encoding``, gzipped (``.gz``)
+    or not, line endings (``\\n``, ``\\r\\n``) and a leading byte order mark removed.
 
     Raises:
-        DataError: a line that is not UTF-8, or a file that cannot be read (a truncated .gz).
+        NotTextError: a line that is not text in ``encoding``.
+        DataError: a file that cannot be read (a truncated .gz).
     """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
-            yield from decoded_lines(handle, path)
+            yield from decoded_lines(handle, path, encoding)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(path, f"cannot read the file ({error})") from None
 
 
-def decoded_lines(raw_lines: Iterable[bytes], where: str | Path):
-    """``(line number, line)`` for lines of bytes read from ``where`` (a file, ``<stdin>``):
-    decoded as UTF-8, line endings and a leading byte order mark removed.
+def decoded_lines(handle: BinaryIO, where: str | Path, encoding: str = "utf-8"):
+    """``(line number, line)`` for the lines of bytes ``handle`` reads from ``where`` (a file,
+    ``<stdin>``), decoded from ``encoding``: lines end at ``\\n`` (in the encoding's own
+    bytes: UTF-16 writes it as two), line endings and a leading byte order mark removed.
 
     Raises:
-        DataError: a line that is not UTF-8, naming ``where`` and the line.
+        NotTextError: a line that is not text in ``encoding``, naming ``where`` and the line.
     """
-    for number, raw in enumerate(raw_lines, start=1):
-        try:
-            yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
-        except UnicodeDecodeError:
-            raise DataError(where, "not UTF-8 text (convert it to UTF-8)", line=number) from None
+    text = io.TextIOWrapper(handle, encoding=_codec(encoding), errors="seqkit.undecodable", newline="\n")
+    number = 0
+    try:
+        for number, line in enumerate(text, start=1):
+            if _UNDECODABLE in line:
+                raise NotTextError(where, encoding, line=number)
+            yield number, line.rstrip("\r\n")
+    except UnicodeError as error:  # not a decoding error: utf-16 or utf-32 text without a byte order mark
+        raise NotTextError(where, encoding, line=number + 1, unmarked="BOM" in str(error)) from None
+    finally:
+        text.detach()  # the handle is the caller's to close
 
 
-def _json_lines(path: Path):
+def _json_lines(path: Path, encoding: str):
     """``(line number, object)`` for each non-blank line of a JSON Lines file, gzip or not."""
-    for number, line in text_lines(path):
+    for number, line in text_lines(path, encoding):
         if not line.strip():
             continue
         try:
@@ -509,10 +522,10 @@ def _json_lines(path: Path):
         yield number, record
 
 
-def _read_pairs(path: Path) -> Examples:
+def _read_pairs(path: Path, encoding: str) -> Examples:
     """``SOURCE<TAB>TARGET`` lines (gzip or not): both non-empty, nothing else on the line."""
     examples = Examples(str(path), [], [], [], [])
-    for number, line in text_lines(path):
+    for number, line in text_lines(path, encoding):
         if not line.strip():
             continue
         fields = line.split("\t")

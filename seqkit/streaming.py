@@ -16,10 +16,15 @@ file front to back as one iterator of lines, and the rows of a language model st
 ``batch_size`` places across the corpus, which one iterator reaches only by reading and
 dropping everything before each. Byte ranges reach them with a ``seek``. Validation and
 test text stay in memory (``data.token_stream``).
+
+Byte ranges are cut into lines at the byte 0x0A, so the text must be in an encoding that
+writes a newline so (``data.encoding``: UTF-8, latin-1, cp1252, ...; ``config.splits_at_newline_byte``).
+A recipe that streams UTF-16 or UTF-32 is refused, and ``auto`` never streams it.
 """
 
 from __future__ import annotations
 
+import codecs
 import math
 import random
 from pathlib import Path
@@ -29,8 +34,9 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from .config import splits_at_newline_byte
 from .data import LMChunk
-from .errors import DataError
+from .errors import DataError, NotTextError
 from .tokenize import encode_ids
 
 STREAM_ABOVE = 1 << 30  # data.streaming: auto streams training text larger than this many bytes
@@ -38,24 +44,31 @@ SAMPLE_PIECES = 64  # sample_lines reads this many evenly spaced pieces
 _ENCODE_BYTES = 1 << 16  # lines tokenized together per row
 
 
-def streams(setting: bool | str, paths: str | Sequence[str]) -> bool:
+def streams(setting: bool | str, paths: str | Sequence[str], encoding: str = "utf-8") -> bool:
     """Whether a language model streams its training text: ``data.streaming`` is true, or
-    ``auto`` and the files hold more than ``STREAM_ABOVE`` bytes."""
+    ``auto``, the files hold more than ``STREAM_ABOVE`` bytes and their encoding writes a
+    newline as the byte 0x0A."""
     if setting != "auto":
         return bool(setting)
-    return sum(path.stat().st_size for path in _paths(paths) if path.is_file()) > STREAM_ABOVE
+    size = sum(path.stat().st_size for path in _paths(paths) if path.is_file())
+    return size > STREAM_ABOVE and splits_at_newline_byte(encoding)
 
 
 class Corpus:
-    """Plain UTF-8 text files read as one run of bytes, a range at a time.
+    """Plain text files in ``encoding`` read as one run of bytes, a range at a time.
 
     Raises:
         DataError: a file is missing, compressed or JSON Lines (streaming reads plain text),
-            or all of them are empty.
+            all of them are empty, or ``encoding`` does not write a newline as the byte 0x0A.
     """
 
-    def __init__(self, paths: str | Sequence[str]):
+    def __init__(self, paths: str | Sequence[str], encoding: str = "utf-8"):
         self.files: list[tuple[Path, int, int]] = []  # path, size, offset of its first byte
+        self.encoding = encoding
+        self._utf8 = codecs.lookup(encoding).name == "utf-8"  # then a byte order mark at a file's start is dropped, as in memory
+        if not splits_at_newline_byte(encoding):  # a recipe error (config.check_consistency); this is for direct use
+            raise DataError(_paths(paths)[0], f"streamed text is cut into lines at the byte 0x0A, which is not a newline in {encoding} (data.encoding): "
+                                              "set data.streaming to false")  # fmt: skip
         offset = 0
         for path in _paths(paths):
             if not path.is_file():
@@ -90,18 +103,18 @@ class Corpus:
                     if not raw:
                         break
                     try:
-                        text = raw.decode("utf-8")
+                        text = raw.decode("utf-8-sig" if self._utf8 and position == 0 else self.encoding)
                     except UnicodeDecodeError:
-                        raise DataError(path, f"not UTF-8 text in the line at byte {position} (convert the file to UTF-8)") from None
+                        raise NotTextError(path, self.encoding, byte=position) from None
                     text = text.replace("\r\n", "\n").replace("\r", "\n")
                     yield from (text[:-1] if text.endswith("\n") else text).split("\n")
                     position += len(raw)
 
 
-def sample_lines(paths: str | Sequence[str], max_bytes: int) -> Iterator[str]:
+def sample_lines(paths: str | Sequence[str], max_bytes: int, encoding: str = "utf-8") -> Iterator[str]:
     """Lines to train a tokenizer on: all of them when the files hold at most ``max_bytes``,
     else the lines starting in ``SAMPLE_PIECES`` evenly spaced ranges of ``max_bytes`` in all."""
-    corpus = Corpus(paths)
+    corpus = Corpus(paths, encoding)
     if corpus.size <= max_bytes:
         yield from corpus.lines(0, corpus.size)
         return
@@ -202,9 +215,9 @@ class StreamedText:
 
 def estimate_tokens(corpus: Corpus, tokenizer: Tokenizer, sample_bytes: int = 1 << 20) -> int:
     """About how many tokens the corpus holds, from the tokens per byte of a sample."""
-    lines = list(sample_lines([path for path, _, _ in corpus.files], sample_bytes))
+    lines = list(sample_lines([path for path, _, _ in corpus.files], sample_bytes, corpus.encoding))
     tokens = sum(len(ids) + 1 for ids in encode_ids(tokenizer, lines) if ids)
-    sampled = sum(len(line.encode("utf-8")) + 1 for line in lines)
+    sampled = sum(len(line.encode(corpus.encoding)) + 1 for line in lines)
     return max(1, round(corpus.size * tokens / max(sampled, 1)))
 
 

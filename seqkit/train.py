@@ -39,7 +39,7 @@ from .checkpoint import (
 )  # fmt: skip
 from .config import Recipe, TrainConfig, dump_recipe
 from .encoders import State
-from .errors import CheckpointError, RecipeError, SeqkitError
+from .errors import CheckpointError, NotTextError, RecipeError, SeqkitError
 from .hub import resolve
 from .model import build_model, count_parameters, recurrent_cells
 from .runtime import Precision, autocast, resolve_precision, seed_everything, tune_allocator
@@ -118,6 +118,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
     doing = _Doing()
     try:
         return _train(recipe, doing, resume=resume, overwrite=overwrite, quiet=quiet)
+    except NotTextError as error:  # the recipe's data files are read with data.encoding: name it as the fix
+        raise error.naming("data.encoding") from None
     except OSError as error:  # a full disk, a directory gone or turned read-only: one line, and what is safe
         raise SeqkitError(_describe_os_error(error, Path(recipe.output_dir))) from None
     except RuntimeError as error:  # a kernel or library failure inside torch: one line, the traceback to a file
@@ -261,7 +263,7 @@ def _train(recipe: Recipe, doing: _Doing, *, resume: bool, overwrite: bool, quie
             train_loss = world.loss_function(task, model)  # task.loss, in DDP when distributed
             batches = task.train_batches(progress.epoch, device)
             for index, batch, end_of_epoch in world.batches(batches, progress.batch_in_epoch):
-                doing.now = f"step {progress.step + 1} (epoch {progress.epoch + 1}, batch {index + 1} of {len(batches)})"
+                doing.now = _describe_step(progress, index, batches)
                 model.train()
                 with autocast(device, precision.chosen):
                     loss, num_targets, carry = train_loss(batch, carry)
@@ -279,7 +281,7 @@ def _train(recipe: Recipe, doing: _Doing, *, resume: bool, overwrite: bool, quie
                     interval.add(loss.detach(), num_targets, grad_norm)
                     progress.skipped_in_a_row = 0
                 else:  # a NaN or inf never reaches the weights: stop here, or leave this batch out
-                    where = _describe_batch(progress, index, len(batches), batch, tokenizer)
+                    where = _describe_batch(progress, index, batches, batch, tokenizer)
                     diverged = _skip_or_stop(problem, where, progress, train_config.on_nonfinite, run_dir)
                     if diverged is not None:
                         bar.close()
@@ -612,9 +614,15 @@ def _nonfinite(loss: torch.Tensor, grad_norm: torch.Tensor, precision: str) -> O
     return None
 
 
-def _describe_batch(progress: Progress, index: int, num_batches: int, batch: Any, tokenizer: Any) -> str:
+def _describe_step(progress: Progress, index: int, batches: Any) -> str:
+    """``step 13 (epoch 1, batch 13 of 25)``; a streamed epoch's length shows only at its end."""
+    of = f" of {len(batches)}" if hasattr(batches, "__len__") else ""
+    return f"step {progress.step + 1} (epoch {progress.epoch + 1}, batch {index + 1}{of})"
+
+
+def _describe_batch(progress: Progress, index: int, batches: Any, batch: Any, tokenizer: Any) -> str:
     """Which batch: its step, epoch and place in the epoch (counted from 1) and how its first text begins."""
-    where = f"step {progress.step + 1} (epoch {progress.epoch + 1}, batch {index + 1} of {num_batches}"
+    where = _describe_step(progress, index, batches)[:-1]
     token_ids = next((getattr(batch, name) for name in ("token_ids", "sources", "inputs") if hasattr(batch, name)), None)
     if tokenizer is None or not isinstance(token_ids, torch.Tensor) or token_ids.dim() != 2 or token_ids.is_floating_point():
         return where + ")"

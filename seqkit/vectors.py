@@ -17,7 +17,7 @@ import torch
 from tokenizers import Tokenizer
 
 from .data import text_lines
-from .errors import DataError
+from .errors import DataError, NotTextError
 from .tokenize import SPECIAL_TOKENS
 
 
@@ -46,7 +46,7 @@ def read_vectors(path: str | Path, dimension: int) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(path, "file not found" if not path.exists() else "not a file")
     vectors: dict[str, np.ndarray] = {}
-    for number, line in text_lines(path):
+    for number, line in _utf8_lines(path):
         fields = line.rstrip().split(" ")
         if number == 1 and len(fields) == 2 and all(field.isdigit() for field in fields):
             if int(fields[1]) != dimension:
@@ -66,6 +66,15 @@ def read_vectors(path: str | Path, dimension: int) -> dict[str, np.ndarray]:
     if not vectors:
         raise DataError(path, "holds no vectors")
     return vectors
+
+
+def _utf8_lines(path: Path):
+    """``text_lines`` of a vectors file, which is UTF-8 whatever ``data.encoding`` says (that
+    is the data's): an error names no setting, a plain ``DataError`` that nothing renames."""
+    try:
+        yield from text_lines(path)
+    except NotTextError as error:
+        raise DataError(path, "not UTF-8 text (convert it to UTF-8: word vectors files are read as UTF-8)", line=error.line) from None
 
 
 @torch.no_grad()

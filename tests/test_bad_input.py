@@ -71,46 +71,47 @@ def _plain(texts: list[str]) -> str:
 
 # Each text format: a file suffix, a good file (with a non-ASCII word on line 2, so that
 # latin-1 bytes break exactly there), the same with emoji, CJK, right-to-left and
-# zero-width text, and the reader as a function of the path returning plain values.
+# zero-width text, and the reader as a function of the path (and, for data, the
+# encoding: data.encoding) returning plain values.
 FORMATS: dict[str, dict[str, Any]] = {
     "text": {
         "suffix": ".txt",
         "good": "call me ishmael\ncafé au lait\n\nthe whale\n",
         "unicode": _plain(["call me ishmael", *UNICODE]),
-        "read": lambda path: list(read_text(path)["text"]),
+        "read": lambda path, encoding="utf-8": list(read_text(path, encoding=encoding)["text"]),
     },
     "conll": {
         "suffix": ".conll",
         "good": "call\tO\ncafé\tB-LOC\n\nthe\tO\nwhale\tB-PER\n",
         "unicode": "".join(f"{word}\t{tag}\n" for word, tag in zip(["call", *UNICODE], ["O", "B-LOC", "I-LOC", "O", "B-PER", "O"])),
-        "read": lambda path: (lambda d: (list(d["tokens"]), list(d["tags"]), list(d["line"])))(read_conll(path)),
+        "read": lambda path, encoding="utf-8": (lambda d: (list(d["tokens"]), list(d["tags"]), list(d["line"])))(read_conll(path, encoding=encoding)),
     },
     "jsonl-class": {
         "suffix": ".jsonl",
         "good": '{"text": "call me", "label": "ham"}\n{"text": "café au lait", "label": "spam"}\n',
         "unicode": _plain([json.dumps({"text": text, "label": "x"}, ensure_ascii=False) for text in UNICODE]),
-        "read": lambda path: (lambda e: (e.inputs, e.targets, e.lines))(read_examples(path, "text", "label")),
+        "read": lambda path, encoding="utf-8": (lambda e: (e.inputs, e.targets, e.lines))(read_examples(path, "text", "label", encoding=encoding)),
     },
     "jsonl-number": {
         "suffix": ".jsonl",
         "good": '{"text": "call me", "year": 1851}\n{"text": "café au lait", "year": 1900.5}\n',
         "unicode": _plain([json.dumps({"text": text, "year": 1}, ensure_ascii=False) for text in UNICODE]),
-        "read": lambda path: (lambda e: (e.inputs, [t.tolist() for t in e.targets], e.lines))(
-            read_examples(path, "text", "year", targets="number")),
+        "read": lambda path, encoding="utf-8": (lambda e: (e.inputs, [t.tolist() for t in e.targets], e.lines))(
+            read_examples(path, "text", "year", targets="number", encoding=encoding)),
     },
     "jsonl-vectors": {
         "suffix": ".jsonl",
         "good": '{"steps": [[1, 2], [3, 4]], "y": 1.5}\n{"steps": [[0.5, 0]], "y": -2, "note": "café"}\n',
         "unicode": _plain([json.dumps({"steps": [[1, 2]], "y": 1, "note": text}, ensure_ascii=False) for text in UNICODE]),
         "unicode_check": lambda result: len(result[0]) == len(UNICODE),  # other fields may hold any text
-        "read": lambda path: (lambda e: ([x.tolist() for x in e.inputs], [t.tolist() for t in e.targets], e.lines))(
-            read_examples(path, "steps", "y", inputs="vectors", targets="number")),
+        "read": lambda path, encoding="utf-8": (lambda e: ([x.tolist() for x in e.inputs], [t.tolist() for t in e.targets], e.lines))(
+            read_examples(path, "steps", "y", inputs="vectors", targets="number", encoding=encoding)),
     },
     "tsv-pairs": {
         "suffix": ".tsv",
         "good": "call\tK AO1 L\ncafé\tK AE0 F EY1\n",
         "unicode": _plain([f"{text}\t{text}" for text in UNICODE]),
-        "read": lambda path: (lambda e: (e.inputs, e.targets, e.lines))(read_examples(path, targets="text")),
+        "read": lambda path, encoding="utf-8": (lambda e: (e.inputs, e.targets, e.lines))(read_examples(path, targets="text", encoding=encoding)),
     },
     "word-vectors": {
         "suffix": ".vec",
@@ -129,8 +130,8 @@ def _unicode_survives(result: Any) -> None:
 
 # hostile variants of every text format: (name, bytes from the good text, expectation)
 HOSTILE_TEXT = [
-    ("latin-1", lambda good, unicode: good.encode("latin-1"), Fails(r"^{file}:2: not UTF-8 text")),
-    ("utf-16", lambda good, unicode: good.encode("utf-16"), Fails(r"^{file}:1: not UTF-8 text")),
+    ("latin-1", lambda good, unicode: good.encode("latin-1"), Fails(r"^{file}:2: not UTF-8 text \(convert it to UTF-8")),
+    ("utf-16", lambda good, unicode: good.encode("utf-16"), Fails(r"^{file}:1: not UTF-8 text \(convert it to UTF-8")),
     ("utf-8 with BOM", lambda good, unicode: good.encode("utf-8-sig"), Works(note="same as without the BOM")),
     ("empty", lambda good, unicode: b"", Fails(r"^{file}: holds no")),
     ("blank lines only", lambda good, unicode: b"\n  \n\t\n\r\n\n", Fails(r"^{file}: holds no")),
@@ -200,6 +201,24 @@ HOSTILE_NPZ = [
      Works(lambda r: [len(x) for x in r] == [1, 3])),
 ]
 
+SAME_TEXT = Works(note="read as the good text's UTF-8 file is")
+# every data format read with data.encoding: (name, encoding, bytes from the good text, expectation)
+ENCODED_TEXT = [
+    ("latin-1", "latin-1", lambda good: good.encode("latin-1"), SAME_TEXT),
+    ("cp1252", "cp1252", lambda good: good.replace("café", "café’s").encode("cp1252"), SAME_TEXT),
+    ("utf-16 with a byte order mark", "utf-16", lambda good: good.encode("utf-16"), SAME_TEXT),
+    ("utf-16 with CRLF endings", "utf-16", lambda good: good.replace("\n", "\r\n").encode("utf-16"), SAME_TEXT),
+    ("utf-16-be, no byte order mark", "utf-16-be", lambda good: good.encode("utf-16-be"), SAME_TEXT),
+    ("utf-32 with a byte order mark", "utf-32", lambda good: good.encode("utf-32"), SAME_TEXT),
+    ("utf-8 with a byte order mark, as utf-8-sig", "utf-8-sig", lambda good: good.encode("utf-8-sig"), SAME_TEXT),
+    ("utf-16 without a byte order mark, as utf-16", "utf-16", lambda good: good.encode("utf-16-le"),
+     Fails(r"^{file}:1: not utf-16 text: it starts with no byte order mark, which utf-16 needs to tell the byte order \(read it as utf-16-le or utf-16-be\)$")),
+    ("a byte cp1252 leaves undefined", "cp1252", lambda good: good.encode("cp1252").replace(b"caf\xe9", b"caf\x81"),
+     Fails(r"^{file}:2: not cp1252 text \(read it with the file's encoding\)$")),
+    ("utf-16 cut in the middle of a character", "utf-16", lambda good: good.encode("utf-16")[:-1], Fails(r"^{file}:\d+: not utf-16 text \(")),
+    ("utf-8 as utf-16", "utf-16", lambda good: good.encode("utf-8"), Fails(r"^{file}:1: not utf-16 text: it starts with no byte order mark")),
+]
+
 READER_ROWS = (
     [pytest.param(fmt, name, make, expected, id=f"{fmt}: {name}") for fmt in FORMATS for name, make, expected in HOSTILE_TEXT]
     + [pytest.param(fmt, name, text, expected, id=f"{fmt}: {name}") for fmt, name, text, expected in MALFORMED]
@@ -222,6 +241,21 @@ def test_readers(tmp_path, fmt, name, content, expected):
     check = spec.get("unicode_check", expected.check) if name.startswith("emoji") else expected.check
     if check is not None:
         assert check(result) is not False
+
+
+@pytest.mark.parametrize("fmt, name, encoding, content, expected", [
+    pytest.param(fmt, *row, id=f"{fmt}: {row[0]}") for fmt in FORMATS if fmt != "word-vectors" for row in ENCODED_TEXT])  # fmt: skip
+def test_readers_in_other_encodings(tmp_path, fmt, name, encoding, content, expected):
+    spec = FORMATS[fmt]
+    path = tmp_path / f"data{spec['suffix']}"
+    path.write_bytes(content(spec["good"]))
+    if isinstance(expected, Fails):
+        expect_failure(expected, lambda: spec["read"](path, encoding), path)
+        return
+    reference = tmp_path / f"reference{spec['suffix']}"
+    reference.write_bytes(content(spec["good"]).decode(encoding).removeprefix("\ufeff").replace("\r\n", "\n").encode("utf-8"))
+    assert path.read_bytes() != reference.read_bytes()
+    assert spec["read"](path, encoding) == spec["read"](reference)
 
 
 @pytest.mark.parametrize("fmt", [*FORMATS, "npz"])
@@ -408,12 +442,15 @@ def test_training_on_sloppy_but_valid_files_works(trained, task):
     assert model.task == TASKS[task][1].get("task", task)
 
 
+NOT_UTF8 = r"{file}:{line}: not UTF-8 text \(set data\.encoding to the file's encoding, e\.g\. latin-1, cp1252 or utf-16, or convert it to UTF-8\)$"
+
+
 def _hostile_training_files():
     """(task, name, writer(path), pattern): each fails before training, naming the file."""
     rows = []
     for task, (fmt, _) in TASKS.items():
         if fmt != "npz":
-            rows.append((task, "latin-1", lambda path, fmt=fmt: path.write_bytes(FORMATS[fmt]["good"].encode("latin-1")), r"{file}:2: not UTF-8 text"))
+            rows.append((task, "latin-1", lambda path, fmt=fmt: path.write_bytes(FORMATS[fmt]["good"].encode("latin-1")), NOT_UTF8.replace("{line}", "2")))
             rows.append((task, "blank lines only", lambda path: path.write_bytes(b"\r\n \n\t\n"), r"{file}: holds no"))
         rows.append((task, "empty", lambda path: path.write_bytes(b""), r"{file}: (holds no|not a readable .npz)"))
         rows.append((task, "a directory", lambda path: path.mkdir(), r"data\.train: not a file: {file}"))
@@ -424,7 +461,7 @@ def _hostile_training_files():
         "regression": ("a number in a string", '{"text": "a", "year": "1851"}\n', r"{file}:1: targets must be numbers"),
         "generation": ("a missing condition", '{"text": "Abigail", "label": "female"}\n{"text": "Zachary"}\n', r"{file}:2: no 'label' field \(data.condition_field\)"),
         "seq2seq": ("three fields", "call\tK AO1 L\ncafé\tK\tAE0\n", r"{file}:2: expected SOURCE<TAB>TARGET"),
-        "language_model": ("UTF-16", "call me\nishmael\n".encode("utf-16"), r"{file}:1: not UTF-8 text"),
+        "language_model": ("UTF-16", "call me\nishmael\n".encode("utf-16"), NOT_UTF8.replace("{line}", "1")),
         "regression-vectors": ("strings for numbers", None, r"{file}: 'x' must hold numbers"),
     }
     for task, (name, content, pattern) in malformed.items():
@@ -521,6 +558,18 @@ RECIPE_ROWS = [
     ("an unknown nonlinearity", RECIPE + "model: {nonlinearity: sigmoid}\n", [], [r"^{file}:3: model\.nonlinearity: Input should be 'tanh' or 'relu'"]),
     ("an unknown device", RECIPE + "train: {device: tpu}\n", [], [r"^{file}:3: train\.device: unknown device 'tpu': use auto, cpu, cuda, cuda:N or mps$"]),
     ("an unknown precision", RECIPE + "train: {precision: fp8}\n", [], [r"^{file}:3: train\.precision: Input should be 'auto', 'fp32', 'bf16' or 'fp16'"]),
+    ("an unknown encoding", RECIPE.replace("}", ", encoding: latin-9x}"), [],
+     [r"^{file}:2: data\.encoding: not a text encoding Python knows \(a codec name such as utf-8, latin-1, cp1252 or utf-16\), got 'latin-9x'$"]),
+    ("a codec that is not a text encoding", RECIPE.replace("}", ", encoding: base64}"), [], [r"^{file}:2: data\.encoding: not a text encoding Python knows"]),
+    ("a number for an encoding", RECIPE.replace("}", ", encoding: 1252}"), [], [r"^{file}:2: data\.encoding: Input should be a valid string, got 1252$"]),
+    ("--set an unknown encoding", RECIPE, ["data.encoding=utf8x"], [r"^--set data\.encoding=utf8x: data\.encoding: not a text encoding Python knows"]),
+    ("an encoding by another of its names", RECIPE.replace("}", ", encoding: Latin1}"), [], Works(lambda r: r.data.encoding == "Latin1")),
+    ("streaming UTF-16", RECIPE.replace("}", ", streaming: true, encoding: utf-16}"), [],
+     [r"^{file}:2: data\.streaming: streamed text is cut into lines at the byte 0x0A, which is not a newline in utf-16 \(data\.encoding\): "
+      r"set data\.streaming to false, or convert the files to UTF-8$"]),
+    ("streaming UTF-32, set from --set", RECIPE.replace("}", ", encoding: utf-32-le}"), ["data.streaming=true"], [r"^--set data\.streaming=true: data\.streaming: .* utf-32-le \(data\.encoding\)"]),
+    ("streaming cp1252", RECIPE.replace("}", ", streaming: true, encoding: cp1252}"), [], Works(lambda r: r.data.streaming is True)),
+    ("auto streaming with UTF-16", RECIPE.replace("}", ", encoding: utf-16}"), [], Works(lambda r: r.data.streaming == "auto")),
     # missing things
     ("no task", "data: {train: data/train.txt, valid: data/valid.txt}\n", [], [r"^{file}: task: missing \(one of language_model, tagging, classification, regression, generation, seq2seq\)$"]),
     ("no training file", "task: language_model\ndata: {valid: data/valid.txt}\n", [], [r"^{file}:2: data\.train: missing: the path of the training file$"]),
@@ -532,9 +581,26 @@ RECIPE_ROWS = [
     ("missing word vectors", RECIPE + "model: {embeddings: {pretrained: data/glove.txt}}\n", [], [r"model\.embeddings\.pretrained: file not found: data/glove\.txt$"]),
     ("a missing checkpoint to start from", RECIPE + "model: {init_from: runs/nope/best}\n", [], [r"^{file}:3: model\.init_from: not found: runs/nope/best"]),
     # the file itself
-    ("a YAML syntax error", "task: language_model\n  model: [\n", [], [r"^{file}:2:\d+: YAML syntax error"]),
-    ("tabs for indentation", RECIPE + "model:\n\thidden_size: 12\n", [], [r"^{file}:4:1: YAML syntax error: found character '\\t'"]),
-    ("an unclosed quote", RECIPE + "output_dir: 'runs\n", [], [r"^{file}:\d+:\d+: YAML syntax error"]),
+    ("a key indented under a value", "task: language_model\n  model: [\n", [], [r"^{file}:2:8: YAML syntax error: mapping values are not allowed here$"]),
+    ("a key indented deeper than its neighbours", RECIPE + "model:\n  hidden_size: 12\n   encoder: gru\n", [],
+     [r"^{file}:5:11: YAML syntax error: mapping values are not allowed here$"]),
+    ("a key indented less than its neighbours", RECIPE + "model:\n  hidden_size: 12\n encoder: gru\n", [],
+     [r"^{file}:5:2: YAML syntax error: expected <block end>, but found '<block mapping start>' \(in the block mapping that starts at line 1, column 1\)$"]),
+    ("tabs for indentation", RECIPE + "model:\n\thidden_size: 12\n", [], [r"^{file}:4:1: YAML syntax error: found character '\\t' that cannot start any token \(use spaces: YAML takes no tabs there\)$"]),
+    ("an unclosed quote", RECIPE + "output_dir: 'runs\nseed: 3\n", [],
+     [r"^{file}:3:13: YAML syntax error: the quoted string \(\"'\"\) opened here is not closed \(the parser gave up at line 5, column 1: found unexpected end of stream\)$"]),
+    ("an unclosed double quote", RECIPE + 'generate: {prompt: "the whale}\n', [],
+     [r"^{file}:3:20: YAML syntax error: the quoted string \('\"'\) opened here is not closed \(the parser gave up at line 4, column 1: found unexpected end of stream\)$"]),
+    ("an unclosed [", "task: language_model\ndata:\n  train: [data/train.txt, data/valid.txt\n  valid: data/valid.txt\nseed: 1\n", [],
+     [r"^{file}:3:10: YAML syntax error: the flow sequence \('\['\) opened here is not closed, or lacks a ',' \(the parser gave up at line 4, column 8: "
+      r"expected ',' or '\]', but got ':'\)$"]),
+    ("an unclosed [ at the end", RECIPE + "train: {epochs: 2}\ndata2: [1, 2\n", [],
+     [r"^{file}:4:8: YAML syntax error: the flow sequence \('\['\) opened here is not closed \(the parser gave up at line 5, column 1: expected ',' or '\]', but got '<stream end>'\)$"]),
+    ("an unclosed {", RECIPE + "model: {hidden_size: 12, num_layers: 2\ntrain:\n  epochs: 3\n", [],
+     [r"^{file}:3:8: YAML syntax error: the flow mapping \('\{'\) opened here is not closed, or lacks a ',' \(the parser gave up at line 4, column 6: expected ',' or '\}', but got ':'\)$"]),
+    ("a missing comma in { }", RECIPE + "model: {hidden_size: 12 num_layers: 2}\n", [], [r"^{file}:3:8: YAML syntax error: the flow mapping \('\{'\) opened here .* line 3, column 35"]),
+    ("an unclosed [ with CRLF endings", RECIPE.replace("\n", "\r\n") + "seed: 1\r\nmodel: {a: [1,\r\n  b: 2\r\n", [],
+     [r"^{file}:4:12: YAML syntax error: the flow sequence \('\['\) opened here is not closed"]),
     ("a duplicate key", RECIPE + "seed: 1\nseed: 2\n", [], [r"^{file}:4: seed: duplicate key"]),
     ("an empty file", "", [], [r"^{file}: task: missing", r"^{file}: data\.train: missing", r"^{file}: data\.valid: missing"]),
     ("comments only", "# a recipe\n\n# to come\n", [], [r"^{file}: task: missing", r"^{file}: data\.train: missing", r"^{file}: data\.valid: missing"]),
@@ -743,7 +809,17 @@ def test_evaluate_names_bad_paths(loaded, tmp_path, task):
     expect_failure(Fails(r"^{file}: not a file$"), lambda: model.evaluate(tmp_path), tmp_path)
     latin = tmp_path / f"latin{FORMATS[TASKS[task][0]]['suffix']}"
     latin.write_bytes(FORMATS[TASKS[task][0]]["good"].encode("latin-1"))
-    expect_failure(Fails(r"^{file}:2: not UTF-8 text"), lambda: model.evaluate(latin), latin)
+    expect_failure(Fails(r"^{file}:2: not UTF-8 text \(set the encoding argument to the file's encoding, e\.g\. latin-1, cp1252 or utf-16, or convert it to UTF-8\)$"),
+                   lambda: model.evaluate(latin), latin)  # fmt: skip
+    expect_failure(Fails(r"^encoding: 'latin-9x' is not a text encoding Python knows", ValueError), lambda: model.evaluate(latin, encoding="latin-9x"))
+    expect_failure(Fails(r"^encoding: expected a codec name .*, not NoneType$", TypeError), lambda: model.evaluate(latin, encoding=None))
+    expect_failure(Fails(r"^{file}:1: not utf-16 text: .*\(set the encoding argument to utf-16-le or utf-16-be\)$"), lambda: model.evaluate(latin, encoding="utf-16"), latin)
+    if task == "classification":  # read now, but its classes are not the model's
+        expect_failure(Fails(r"^{file}:1: class 'ham' never occurs in the training data"), lambda: model.evaluate(latin, encoding="latin-1"), latin)
+    else:
+        utf8 = tmp_path / f"utf8{latin.suffix}"
+        utf8.write_text(FORMATS[TASKS[task][0]]["good"], encoding="utf-8")
+        assert model.evaluate(latin, encoding="latin-1") == model.evaluate(utf8)
 
 
 def _checkpoint_copy(source: Path, directory: Path, damage: Callable[[Path], Any]) -> Path:
@@ -791,8 +867,18 @@ CLI_ROWS = [
     ("classification", "predict: a byte order mark", ["predict", "{ckpt}", "-"], "\ufeffcall me\n\nishmael\n".encode("utf-8"), SAME_AS_LF),
     ("classification", "predict: emoji, CJK, RTL, zero-width", ["predict", "{ckpt}", "-"], _plain(UNICODE).encode("utf-8"),
      Works(lambda r: [line.split("\t")[2] for line in r.output.splitlines()] == UNICODE)),
-    ("classification", "predict: latin-1 on stdin", ["predict", "{ckpt}", "-"], "call\ncafé\n".encode("latin-1"), Fails(r"<stdin>:2: not UTF-8 text")),
-    ("classification", "predict: a latin-1 file", ["predict", "{ckpt}", "{input}.txt"], "call\ncafé\n".encode("latin-1"), Fails(r"{input}\.txt:2: not UTF-8 text")),
+    ("classification", "predict: latin-1 on stdin", ["predict", "{ckpt}", "-"], "call\ncafé\n".encode("latin-1"),
+     Fails(r"<stdin>:2: not UTF-8 text \(set --encoding to the input's encoding, e\.g\. latin-1, cp1252 or utf-16, or convert it to UTF-8\)$")),
+    ("classification", "predict: a latin-1 file", ["predict", "{ckpt}", "{input}.txt"], "call\ncafé\n".encode("latin-1"),
+     Fails(r"{input}\.txt:2: not UTF-8 text \(set --encoding to the file's encoding, e\.g\. latin-1, cp1252 or utf-16, or convert it to UTF-8\)$")),
+    ("classification", "predict: latin-1 on stdin, --encoding latin-1", ["predict", "{ckpt}", "-", "--encoding", "latin-1"], "call\ncafé\n".encode("latin-1"),
+     Works(lambda r: [line.split("\t")[2] for line in r.output.splitlines()] == ["call", "café"])),
+    ("classification", "predict: UTF-16 JSON Lines, --encoding utf-16", ["predict", "{ckpt}", "{input}.jsonl", "--encoding", "utf-16", "--format", "jsonl"],
+     '{"text": "call"}\n{"text": "café"}\n'.encode("utf-16"), Works(lambda r: [json.loads(line)["text"] for line in r.output.splitlines()] == ["call", "café"])),
+    ("classification", "predict: a cp1252 file read as utf-16", ["predict", "{ckpt}", "{input}.txt", "--encoding", "utf-16"], "call\ncafé\n".encode("cp1252"),
+     Fails(r"{input}\.txt:1: not utf-16 text: it starts with no byte order mark, which utf-16 needs to tell the byte order \(set --encoding to utf-16-le or utf-16-be\)$")),
+    ("classification", "predict: an unknown --encoding", ["predict", "{ckpt}", "-", "--encoding", "latin-9x"], b"call\n",
+     Fails(r"Invalid value for '--encoding': 'latin-9x' is not a text encoding Python knows")),
     ("classification", "predict: a directory", ["predict", "{ckpt}", "{tmp}"], None, Fails(r"{tmp}: not a file")),
     ("classification", "predict: a missing file", ["predict", "{ckpt}", "{tmp}/nope.txt"], None, Fails(r"nope\.txt: file not found")),
     ("classification", "predict: a broken JSON line", ["predict", "{ckpt}", "{input}.jsonl"], b'{"text": "a"}\n{"text": \n', Fails(r"{input}\.jsonl:2: not valid JSON")),
@@ -807,7 +893,18 @@ CLI_ROWS = [
     ("regression-vectors", "predict: text for a vector model", ["predict", "{ckpt}", "-"], b"call\n", Fails(r"reads vectors: give a \.jsonl file")),
     ("regression-vectors", "predict: steps that are not numbers", ["predict", "{ckpt}", "{input}.jsonl"], b'{"x": "call"}\n', Fails(r"{input}\.jsonl:1: 'x' must be a list of steps")),
     ("language_model", "predict: a language model", ["predict", "{ckpt}", "-"], b"call\n", Fails(r"holds a language_model model; predict needs")),
-    ("classification", "eval: a latin-1 file", ["eval", "{ckpt}", "--data", "{input}.jsonl"], '{"text": "café", "label": "a"}\n'.encode("latin-1"), Fails(r"{input}\.jsonl:1: not UTF-8 text")),
+    ("classification", "eval: a latin-1 file", ["eval", "{ckpt}", "--data", "{input}.jsonl"], '{"text": "café", "label": "a"}\n'.encode("latin-1"),
+     Fails(r"{input}\.jsonl:1: not UTF-8 text \(set --encoding to the file's encoding, e\.g\. latin-1, cp1252 or utf-16, or convert it to UTF-8\)$")),
+    ("classification", "eval: a latin-1 file, --encoding latin-1", ["eval", "{ckpt}", "--data", "{input}.jsonl", "--encoding", "latin-1"],
+     '{"text": "café", "label": "a"}\n'.encode("latin-1"), Works(lambda r: ": 1 examples; accuracy " in r.output)),
+    ("classification", "eval: a byte cp1252 leaves undefined", ["eval", "{ckpt}", "--data", "{input}.jsonl", "--encoding", "cp1252"],
+     b'{"text": "caf\x81", "label": "a"}\n', Fails(r"{input}\.jsonl:1: not cp1252 text \(--encoding is cp1252: set it to the file's encoding\)$")),
+    ("classification", "eval: an unknown --encoding", ["eval", "{ckpt}", "--data", "{input}.jsonl", "--encoding", "rot13"], b"{}\n",
+     Fails(r"Invalid value for '--encoding': 'rot13' is not a text encoding Python knows")),
+    ("tagging", "eval: a UTF-16 CoNLL file, --encoding utf-16", ["eval", "{ckpt}", "--data", "{input}.conll", "--json", "--encoding", "utf-16"],
+     "call\tO\ncafé\tB-LOC\n".encode("utf-16"), Works(lambda r: json.loads(r.output)["sentences"] == 1)),
+    ("seq2seq", "eval: TSV pairs in cp1252, --encoding cp1252", ["eval", "{ckpt}", "--data", "{input}.tsv", "--json", "--encoding", "cp1252"],
+     "café’\tK AE0 F EY1\n".encode("cp1252"), Works(lambda r: json.loads(r.output)["sequences"] == 1)),
     ("classification", "eval: a directory", ["eval", "{ckpt}", "--data", "{tmp}"], None, Fails(r"{tmp}: not a file")),
     ("classification", "eval: a CoNLL file", ["eval", "{ckpt}", "--data", "{input}.conll"], b"call\tO\n", Fails(r"{input}\.conll:1: not valid JSON")),
     ("classification", "eval: a class never trained on", ["eval", "{ckpt}", "--data", "{input}.jsonl"], b'{"text": "a", "label": "spam"}\n', Fails(r"{input}\.jsonl:1: class 'spam' never occurs")),

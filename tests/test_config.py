@@ -112,7 +112,27 @@ def test_choice_in_the_wrong_case_gets_a_suggestion(tiny_recipe):
 def test_yaml_syntax_error_names_line_and_column(moby_slice):
     path = _write(moby_slice, "task: language_model\nmodel:\n  hidden_size: 12\n   encoder: gru\n")
     [problem] = _problems(path)
-    assert problem.startswith(f"{path}:4:") and "YAML syntax error" in problem
+    assert problem == f"{path}:4:11: YAML syntax error: mapping values are not allowed here"
+
+
+def test_yaml_syntax_error_names_where_an_unclosed_construct_opened(moby_slice):
+    """The parser trips over an unclosed ``[`` (``{``, quote) lines after it: the message
+    starts where it opened, and says where the parser gave up."""
+    lines = (ROOT / "recipes" / "lm.yaml").read_text(encoding="utf-8").splitlines()
+    at = lines.index("data:                       # paths relative to the working directory") + 2  # the line of data.train
+    lines[at - 1] = "  train: [data/train.txt, data/valid.txt"
+    path = _write(moby_slice, "\n".join(lines) + "\n")
+    assert _problems(path) == [
+        f"{path}:{at}:10: YAML syntax error: the flow sequence ('[') opened here is not closed, or lacks a ',' "
+        f"(the parser gave up at line {at + 1}, column 8: expected ',' or ']', but got ':')"
+    ]
+    lines[at - 1] = "  train: {path: data/train.txt"
+    assert _problems(_write(moby_slice, "\n".join(lines) + "\n"))[0].startswith(f"{path}:{at}:10: YAML syntax error: the flow mapping ('{{') opened here")
+    lines[at - 1] = "  train: 'data/train.txt"
+    assert _problems(_write(moby_slice, "\n".join(lines) + "\n")) == [
+        f"{path}:{at}:10: YAML syntax error: the quoted string (\"'\") opened here is not closed "
+        f"(the parser gave up at line {len(lines) + 1}, column 1: found unexpected end of stream)"
+    ]
 
 
 def test_missing_task_and_data_are_named(moby_slice):

@@ -44,19 +44,20 @@ class LanguageModelTask:
     def make_tokenizer(recipe: Recipe) -> Tokenizer:
         """Train the recipe's tokenizer on the training text (streamed: on ``tokenizer.sample_mb`` of it)."""
         data = recipe.data
-        if streams(data.streaming, data.train):
-            return tokenizer_for(recipe.tokenizer, sample_lines(data.train, int(recipe.tokenizer.sample_mb * (1 << 20))))
-        return tokenizer_for(recipe.tokenizer, read_text(data.train, data.input_field)["text"])
+        if streams(data.streaming, data.train, data.encoding):
+            return tokenizer_for(recipe.tokenizer, sample_lines(data.train, int(recipe.tokenizer.sample_mb * (1 << 20)), data.encoding))
+        return tokenizer_for(recipe.tokenizer, read_text(data.train, data.input_field, data.encoding)["text"])
 
     def __init__(self, recipe: Recipe, tokenizer: Tokenizer, labels: Optional[LabelSet] = None):
         self.recipe = recipe
         self.tokenizer = tokenizer
         ids = special_ids(tokenizer)
         self.pad_id, self.unk_id = ids.pad, ids.unk
-        self.corpus = Corpus(recipe.data.train) if streams(recipe.data.streaming, recipe.data.train) else None
-        self.train_stream = token_stream(recipe.data.train, tokenizer, recipe.data.input_field) if self.corpus is None else None
+        data = recipe.data
+        self.corpus = Corpus(data.train, data.encoding) if streams(data.streaming, data.train, data.encoding) else None
+        self.train_stream = token_stream(data.train, tokenizer, data.input_field, data.encoding) if self.corpus is None else None
         self.train_tokens = len(self.train_stream) if self.corpus is None else estimate_tokens(self.corpus, tokenizer)
-        self.streams = {"valid": token_stream(recipe.data.valid, tokenizer, recipe.data.input_field)}
+        self.streams = {"valid": token_stream(data.valid, tokenizer, data.input_field, data.encoding)}
 
     def summary(self) -> str:
         train = f"train {self.train_tokens:,} tokens"
@@ -93,7 +94,8 @@ class LanguageModelTask:
     def evaluate(self, model: SequenceModel, precision: str = "fp32", split: str = "valid") -> dict[str, Any]:
         """Metrics on the ``valid`` or ``test`` split of the recipe's data."""
         if split not in self.streams:
-            self.streams[split] = token_stream(getattr(self.recipe.data, split), self.tokenizer, self.recipe.data.input_field)
+            data = self.recipe.data
+            self.streams[split] = token_stream(getattr(data, split), self.tokenizer, data.input_field, data.encoding)
         return evaluate_language_model(
             model, self.streams[split], self.recipe.train.eval_batch_size, self.recipe.train.bptt,
             self.pad_id, self.unk_id, precision,
@@ -156,7 +158,8 @@ def evaluate_language_model(
     }
 
 
-def evaluate_language_model_file(model: SequenceModel, tokenizer: Tokenizer, path: str | Path, batch_size: int, bptt: int) -> dict[str, Any]:
-    """Perplexity of a language model on a text file (what ``seqkit eval`` prints)."""
+def evaluate_language_model_file(model: SequenceModel, tokenizer: Tokenizer, path: str | Path, batch_size: int, bptt: int,
+                                 encoding: str = "utf-8") -> dict[str, Any]:  # fmt: skip
+    """Perplexity of a language model on a text file in ``encoding`` (what ``seqkit eval`` prints)."""
     ids = special_ids(tokenizer)
-    return evaluate_language_model(model, token_stream(path, tokenizer), batch_size, bptt, ids.pad, ids.unk)
+    return evaluate_language_model(model, token_stream(path, tokenizer, encoding=encoding), batch_size, bptt, ids.pad, ids.unk)

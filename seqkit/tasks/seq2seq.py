@@ -68,7 +68,7 @@ class Seq2SeqTask:
     def _encode(self, split: str) -> tuple[list[list[int]], list[list[int]]]:
         if split not in self.examples:
             data = self.recipe.data
-            self.examples[split] = read_examples(getattr(data, split), data.input_field, data.target_field, data.inputs, "text")
+            self.examples[split] = read_examples(getattr(data, split), data.input_field, data.target_field, data.inputs, "text", encoding=data.encoding)
         examples = self.examples[split]
         sources = [encoding.ids or [self.source_pad] for encoding in self.tokenizer.encode_batch(examples.inputs)]
         eos = self.target_ids.eos

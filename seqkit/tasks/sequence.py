@@ -282,12 +282,13 @@ def standardized_targets(examples: Examples, scale: Targets, data: DataConfig, p
     return [((truncate(v, data.max_length, data.truncation) if per_step else v) - mean) / std for v in values]
 
 
-def evaluate_file(model: SequenceModel, tokenizer: Optional[Tokenizer], labels: LabelSet | Targets, recipe: Recipe, path: str | Path, batch_size: int = 64) -> dict[str, Any]:
-    """A classifier's or regression model's metrics on a data file read with its recipe's
-    ``data`` settings (what ``seqkit eval`` prints)."""
+def evaluate_file(model: SequenceModel, tokenizer: Optional[Tokenizer], labels: LabelSet | Targets, recipe: Recipe, path: str | Path,
+                  batch_size: int = 64, encoding: str = "utf-8") -> dict[str, Any]:  # fmt: skip
+    """A classifier's or regression model's metrics on a data file (text in ``encoding``) read
+    with its recipe's other ``data`` settings (what ``seqkit eval`` prints)."""
     data = recipe.data
     classify = recipe.task == "classification"
-    examples = read_examples(path, data.input_field, data.target_field, data.inputs, "class" if classify else "number")
+    examples = read_examples(path, data.input_field, data.target_field, data.inputs, "class" if classify else "number", encoding=encoding)
     check_vectors(examples, recipe.model.input_size)
     inputs, _ = encode_inputs(examples.inputs, tokenizer, data)
     outputs, _ = predict_outputs(model, inputs, batch_size, special_ids(tokenizer).pad if tokenizer is not None else 0)
@@ -385,10 +386,11 @@ def _read(data: DataConfig, path: str, target_kind: str, key_field: Optional[str
     file = Path(path)
     stamp = (file.stat().st_mtime_ns, file.stat().st_size) if file.is_file() else None
     fields = data.target_field if isinstance(data.target_field, (str, type(None))) else tuple(data.target_field)
-    return _read_cached(str(path), stamp, data.input_field, fields, data.inputs, target_kind, key_field)
+    return _read_cached(str(path), stamp, data.input_field, fields, data.inputs, target_kind, key_field, data.encoding)
 
 
 @functools.lru_cache(maxsize=8)
-def _read_cached(path: str, stamp: Any, input_field: str, target_field: Any, inputs: str, target_kind: str, key_field: Optional[str]) -> Examples:
+def _read_cached(path: str, stamp: Any, input_field: str, target_field: Any, inputs: str, target_kind: str, key_field: Optional[str],
+                 encoding: str) -> Examples:  # fmt: skip
     # make_tokenizer and the task both read the training file: read (and check) it once
-    return read_examples(path, input_field, target_field, inputs, target_kind, key_field)
+    return read_examples(path, input_field, target_field, inputs, target_kind, key_field, encoding)

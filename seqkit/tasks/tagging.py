@@ -32,7 +32,7 @@ class TaggingTask:
     def make_tokenizer(recipe: Recipe) -> Tokenizer:
         """A word vocabulary from the training file's tokens, which are never split again."""
         config, data = recipe.tokenizer, recipe.data
-        sentences = read_conll(data.train, data.token_column, data.tag_column, data.scheme)["tokens"]
+        sentences = read_conll(data.train, data.token_column, data.tag_column, data.scheme, data.encoding)["tokens"]
         return word_tokenizer(
             (word for sentence in sentences for word in sentence), lowercase=config.lowercase,
             min_frequency=config.min_frequency, vocab_size=config.vocab_size, split=config.split,
@@ -58,7 +58,7 @@ class TaggingTask:
 
     def _read(self, split: str):
         data = self.recipe.data
-        return read_conll(getattr(data, split), data.token_column, data.tag_column, data.scheme)
+        return read_conll(getattr(data, split), data.token_column, data.tag_column, data.scheme, data.encoding)
 
     def _tag_ids(self, tags: Sequence[str]) -> list[int]:
         # types never seen in training score as O in the loss; entity metrics use the strings
