@@ -371,6 +371,8 @@ def info(checkpoint: str) -> None:
     ]
     if recipe.task in ("classification", "regression"):
         lines[2] += f", {m.pooling} pooling" if m.pooling != "none" else ", an output per step"
+    if m.output == "adaptive":
+        lines[2] += f", adaptive softmax (cut at {', '.join(f'{cutoff:,}' for cutoff in model.model.head.bounds[:-1])})"
     if recipe.task == "tagging":
         types = sorted({tag.partition("-")[2] for tag in model.labels.labels} - {""})
         lines.append(f"labels       {len(model.labels.labels)} tags ({model.labels.scheme}): {', '.join(types)}")

@@ -132,7 +132,7 @@ class ModelConfig(_Section):
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     tie_weights: bool = False  # language model
     output: Literal["softmax", "adaptive"] = "softmax"  # language model: a full softmax, or an adaptive one (exact, cheaper for large vocabularies)
-    adaptive_cutoffs: Optional[list[Annotated[int, Field(ge=1)]]] = None  # output: adaptive: where the shortlist and each cluster end (null: from the vocabulary size)
+    adaptive_cutoffs: Optional[list[Annotated[int, Field(ge=1)]]] = None  # output: adaptive: token ids where the shortlist and each cluster end (null: 64, 256, 1024, ...)
     crf: bool = False  # tagging: a CRF over the tag sequence instead of a softmax per token
     char_features: Literal["none", "lstm", "cnn"] = "none"  # tagging: word vectors from characters too
     char_embedding_dim: int = Field(25, ge=1)

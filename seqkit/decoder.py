@@ -10,7 +10,7 @@ output together make the attentional vector that predicts the next token.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import nn

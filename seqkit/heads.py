@@ -34,7 +34,7 @@ class LanguageModelHead(nn.Module):
     tokens (ids below ``cutoffs[0]``; seqkit's tokenizers number tokens by training
     frequency) and clusters of rarer ones. The shortlist and one entry per cluster share
     one softmax; a token in cluster ``k`` has probability p(cluster k) * p(token | cluster
-    k), the second from the cluster's own softmax over a projection of the state. Every
+    k), the second from a softmax over the cluster's tokens alone. Every
     token's probability is exact -- the distribution sums to one -- but a training step
     scores each cluster only for the targets that fall in it: with 86 % of Moby-Dick's
     tokens in a 2,000-word shortlist, the output layer costs a sixth of a 16k-word softmax.
@@ -81,7 +81,6 @@ class LanguageModelHead(nn.Module):
         self.clusters: Optional[nn.Linear] = None
         if cutoffs:
             self.clusters = nn.Linear(output_input_dim, len(cutoffs))  # each cluster's entry in the shortlist's softmax
-            self.cluster_projections = nn.ModuleList(nn.Linear(output_input_dim, output_input_dim, bias=False) for _ in cutoffs)
 
     def forward(self, states: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(batch, time, input_dim) states -> (batch, time, vocab_size) scores whose softmax
@@ -94,7 +93,7 @@ class LanguageModelHead(nn.Module):
         head = F.linear(hidden, shortlist_weight, shortlist_bias).float().log_softmax(-1)  # (batch, time, shortlist + clusters)
         parts = [head[..., :shortlist]]
         for cluster, (weight, bias) in enumerate(zip(cluster_weights, cluster_biases)):
-            within = F.linear(self.cluster_projections[cluster](hidden), weight, bias).float().log_softmax(-1)  # (batch, time, cluster size)
+            within = F.linear(hidden, weight, bias).float().log_softmax(-1)  # (batch, time, cluster size)
             parts.append(within + head[..., shortlist + cluster, None])  # log p(cluster) + log p(token | cluster)
         return torch.cat(parts, dim=-1)
 
@@ -112,10 +111,8 @@ class LanguageModelHead(nn.Module):
         head_targets = torch.where(cluster_of < 0, flat_targets, shortlist + cluster_of)  # a rare token's cluster entry
         nll = F.cross_entropy(F.linear(hidden, shortlist_weight, shortlist_bias).float(), head_targets, reduction="none")
         for cluster, (weight, bias) in enumerate(zip(cluster_weights, cluster_biases)):
-            # only the targets in this cluster are scored by its softmax (none: an empty
-            # product, so that the cluster's parameters still get their zero gradient, as DDP expects)
-            rows = (cluster_of == cluster).nonzero().squeeze(1)
-            logits = F.linear(self.cluster_projections[cluster](hidden[rows]), weight, bias).float()  # (rows, cluster size)
+            rows = (cluster_of == cluster).nonzero().squeeze(1)  # only the targets in this cluster are scored by its softmax
+            logits = F.linear(hidden[rows], weight, bias).float()  # (rows, cluster size)
             nll = nll.index_add(0, rows, F.cross_entropy(logits, flat_targets[rows] - self.bounds[cluster], reduction="none"))
         return nll.masked_fill(flat_targets == self.pad_id, 0.0).view_as(targets)
 

@@ -7,6 +7,7 @@ Training and loading both call ``build_model``, so a checkpoint is rebuilt from 
 
 from __future__ import annotations
 
+import itertools
 from typing import Optional
 
 import torch
@@ -267,8 +268,11 @@ def build_model(
 
 def adaptive_cutoffs(config: ModelConfig, vocab_size: int) -> list[int]:
     """Where an adaptive softmax cuts the vocabulary (``LanguageModelHead``): the recipe's
-    ``model.adaptive_cutoffs``, or by default a shortlist of the most frequent eighth of
-    the tokens and two clusters after it, split at three eighths.
+    ``model.adaptive_cutoffs``, or by default at 64, 256, 1,024, ... (each four times the
+    one before) while the last cluster keeps at least half the vocabulary after it: for
+    Moby-Dick's 16,439 words ``[64, 256, 1024, 4096]``. On that corpus small, geometric
+    clusters gave lower perplexity than a large shortlist (and than a full softmax), and
+    cost least.
 
     Raises:
         RecipeError: cutoffs that do not fit the vocabulary.
@@ -277,9 +281,9 @@ def adaptive_cutoffs(config: ModelConfig, vocab_size: int) -> list[int]:
         if config.adaptive_cutoffs[-1] >= vocab_size:
             raise RecipeError([f"model.adaptive_cutoffs: {config.adaptive_cutoffs} must stay below the vocabulary size, {vocab_size:,}"])
         return list(config.adaptive_cutoffs)
-    cutoffs = sorted({cutoff for cutoff in (vocab_size // 8, vocab_size * 3 // 8) if 0 < cutoff < vocab_size})
+    cutoffs = list(itertools.takewhile(lambda cutoff: 2 * cutoff <= vocab_size, (64 * 4**power for power in itertools.count())))
     if not cutoffs:
-        raise RecipeError([f"model.output: adaptive: a vocabulary of {vocab_size} tokens is too small to cut; use softmax"])
+        raise RecipeError([f"model.output: adaptive: a vocabulary of {vocab_size} tokens is too small to cut (128 or more); use softmax"])
     return cutoffs
 
 

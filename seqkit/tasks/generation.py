@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from ..config import Recipe
-from ..data import bucketed_batches, collate_sequences
+from ..data import Batches, bucketed_batches, collate_sequences
 from ..decoding import beam_search, sample, seeded_generator
 from ..distributed import shard_batches
 from ..labels import LabelSet
@@ -84,12 +84,12 @@ class GenerationTask:
         condition_tensor = torch.tensor([conditions[i] for i in indices]) if conditions is not None else None
         return GenerationBatch(inputs.inputs, inputs.lengths, targets, condition_tensor)
 
-    def train_batches(self, epoch: int, device: torch.device) -> list[Optional[GenerationBatch]]:
+    def train_batches(self, epoch: int, device: torch.device) -> Batches:
         """The batches of one epoch, grouped by length: a pure function of (seed, epoch);
         under DDP this process's part of each (``None`` where it is empty)."""
         lengths = [len(sequence) for sequence in self.encoded["train"][0]]
         order = shard_batches(bucketed_batches(lengths, self.recipe.train.batch_size, seed=f"{self.recipe.seed}:{epoch}"))
-        return [self._batch("train", batch) if batch else None for batch in order]
+        return Batches(order, lambda batch: self._batch("train", batch))
 
     def steps_per_epoch(self) -> int:
         return -(-len(self.encoded["train"][0]) // self.recipe.train.batch_size)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from ..config import Recipe
-from ..data import bucketed_batches, collate_sequences, read_examples
+from ..data import Batches, bucketed_batches, collate_sequences, read_examples
 from ..decoding import beam_search, sample
 from ..distributed import shard_batches
 from ..metrics import group_references, perplexity, sequence_error_rates
@@ -86,7 +86,7 @@ class Seq2SeqTask:
         outputs = collate_sequences([targets[i][1:] for i in indices], self.target_ids.pad).inputs
         return PairBatch(source.inputs, source.lengths, inputs, outputs)
 
-    def train_batches(self, epoch: int, device: torch.device) -> list[Optional[PairBatch]]:
+    def train_batches(self, epoch: int, device: torch.device) -> Batches:
         """The batches of one epoch (grouped by source length), and this epoch's teacher
         forcing ratio: both pure functions of (seed, epoch). Under DDP this process's part
         of each batch (``None`` where it is empty)."""
@@ -96,7 +96,7 @@ class Seq2SeqTask:
         self.teacher_forcing = train.teacher_forcing + (end - train.teacher_forcing) * min(1.0, progress)
         lengths = [len(source) for source in self.encoded["train"][0]]
         order = shard_batches(bucketed_batches(lengths, train.batch_size, seed=f"{self.recipe.seed}:{epoch}"))
-        return [self._batch("train", batch) if batch else None for batch in order]
+        return Batches(order, lambda batch: self._batch("train", batch))
 
     def steps_per_epoch(self) -> int:
         return -(-len(self.encoded["train"][0]) // self.recipe.train.batch_size)

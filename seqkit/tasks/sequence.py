@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from ..config import DataConfig, Recipe
-from ..data import Examples, SequenceBatch, bucketed_batches, collate_sequences, holdout_split, read_examples, truncate
+from ..data import Batches, Examples, SequenceBatch, bucketed_batches, collate_sequences, holdout_split, read_examples, truncate
 from ..distributed import shard_batches
 from ..errors import DataError, RecipeError
 from ..labels import LabelSet, Targets
@@ -83,12 +83,12 @@ class _SequenceTask:
             parts.append(f"{self.recipe.model.input_size} numbers per step")
         return ", ".join(parts) + "; " + self._describe_targets()
 
-    def train_batches(self, epoch: int, device: torch.device) -> list[Optional[SequenceBatch]]:
+    def train_batches(self, epoch: int, device: torch.device) -> Batches:
         """The batches of one epoch, grouped by length: a pure function of (seed, epoch);
         under DDP this process's part of each (``None`` where it is empty)."""
         inputs, targets, _ = self.encoded["train"]
         order = shard_batches(bucketed_batches([len(sequence) for sequence in inputs], self.recipe.train.batch_size, seed=f"{self.recipe.seed}:{epoch}"))
-        return [collate_sequences([inputs[i] for i in batch], self.pad_id, [targets[i] for i in batch]) if batch else None for batch in order]
+        return Batches(order, lambda batch: collate_sequences([inputs[i] for i in batch], self.pad_id, [targets[i] for i in batch]))
 
     def steps_per_epoch(self) -> int:
         return -(-len(self.encoded["train"][0]) // self.recipe.train.batch_size)

@@ -8,7 +8,7 @@ import torch
 from tokenizers import Tokenizer
 
 from ..config import Recipe
-from ..data import TaggedBatch, bucketed_batches, collate_tagged, read_conll
+from ..data import Batches, TaggedBatch, bucketed_batches, collate_tagged, read_conll
 from ..distributed import shard_batches
 from ..labels import LabelSet, convert, split_tag, tags_for_types
 from ..metrics import entity_scores
@@ -73,17 +73,14 @@ class TaggingTask:
             f"vocabulary {self.tokenizer.get_vocab_size():,}, {len(types)} entity types, {len(self.labels.labels)} tags ({self.labels.scheme})"
         )
 
-    def train_batches(self, epoch: int, device: torch.device) -> list[Optional[TaggedBatch]]:
+    def train_batches(self, epoch: int, device: torch.device) -> Batches:
         """The batches of one epoch, a pure function of (seed, epoch); under DDP this
         process's part of each (``None`` where it is empty)."""
         ids, words, tags = self.train_examples
         order = shard_batches(bucketed_batches([len(sentence) for sentence in ids], self.recipe.train.batch_size, seed=f"{self.recipe.seed}:{epoch}"))
         with_chars = self.recipe.model.char_features != "none"
-        return [
-            collate_tagged([ids[i] for i in batch], [words[i] for i in batch] if with_chars else None, [tags[i] for i in batch], self.pad_id)
-            if batch else None
-            for batch in order
-        ]
+        return Batches(order, lambda batch: collate_tagged([ids[i] for i in batch], [words[i] for i in batch] if with_chars else None,
+                                                           [tags[i] for i in batch], self.pad_id))  # fmt: skip
 
     def steps_per_epoch(self) -> int:
         return -(-len(self.train_examples[0]) // self.recipe.train.batch_size)
