@@ -57,6 +57,7 @@ from seqkit.checkpoint import read_config, read_labels, save_checkpoint  # noqa:
 from seqkit.config import ModelConfig, Recipe, load_recipe  # noqa: E402
 from seqkit.data import read_examples  # noqa: E402
 from seqkit.model import build_model  # noqa: E402
+from seqkit.runtime import describe_cpu  # noqa: E402
 from seqkit.tasks.sequence import ClassificationTask  # noqa: E402
 from seqkit.tokenize import special_ids  # noqa: E402
 from seqkit.train import train  # noqa: E402
@@ -221,7 +222,7 @@ def main() -> None:
         shape = (saved.task, saved.model.encoder, saved.model.num_layers, saved.model.bidirectional, saved.model.pooling)
         if shape != ("classification", "lstm", 1, True, "attention"):
             raise SystemExit(f"{checkpoint}: not a classifier of recipes/spam.yaml's shape (1-layer BiLSTM, attention pooling)")
-        print(f"torch {torch.__version__}, {args.threads} threads; checkpoint {checkpoint}{note}")
+        print(f"{describe_cpu()}; torch {torch.__version__}, {args.threads} threads; checkpoint {checkpoint}{note}")
         print(f"median of {args.repeats}, seqkit and plain alternating, each in a fresh process", flush=True)
         runs: dict[str, list[dict]] = {side: [] for side in SIDES}
         for _ in range(args.repeats):

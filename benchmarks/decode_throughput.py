@@ -36,12 +36,13 @@ def main() -> None:
 
     import seqkit
     from seqkit.data import read_examples
+    from seqkit.runtime import describe_cpu
 
     started = time.perf_counter()
     g2p = seqkit.Seq2Seq.from_pretrained(args.checkpoint, device="cpu")
     load_seconds = time.perf_counter() - started
     words = read_examples(ROOT / "data" / "cmudict" / "test.tsv.gz", targets="text").inputs
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.checkpoint}: {g2p!r}; load {load_seconds:.3f} s")
+    print(f"{describe_cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads; {args.checkpoint}: {g2p!r}; load {load_seconds:.3f} s")
     print(f"CMUdict test words; median of {args.repeats}")
     g2p.predict(words[:64], beam=5)  # warm-up
     for beam in (None, 5):

@@ -28,6 +28,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seqkit.errors import RecipeError  # noqa: E402
+from seqkit.runtime import describe_cpu, resolve_precision  # noqa: E402
 METRIC = {"language_model": "perplexity", "tagging": "f1", "classification": "accuracy", "regression": "mae",
           "generation": "perplexity", "seq2seq": "wer"}  # fmt: skip
 
@@ -60,8 +64,13 @@ def main() -> None:
     args = parser.parse_args()
 
     precisions = ["fp32", "bf16"] + (["fp16"] if torch.cuda.is_available() else [])
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {args.threads or torch.get_num_threads()} threads"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{describe_cpu()}, {args.threads or torch.get_num_threads()} threads"
     print(f"precision check on {device}; extra settings: {args.settings or 'none'}")
+    try:
+        resolve_precision("bf16", torch.device("cuda" if torch.cuda.is_available() else "cpu"), ("rnn", "gru", "lstm"))
+    except RecipeError as error:  # nothing to compare against here
+        precisions.remove("bf16")
+        print(f"bf16 left out: {error}")
     print(f"{'recipe':<12} {'precision':<9} {'metric':<11} {'valid':>9} {'test':>9} {'Δ valid':>9} {'Δ test':>9} {'time':>8} {'×fp32':>6}")
     with tempfile.TemporaryDirectory(prefix="seqkit-precision-") as folder:
         for name in args.recipes.split(","):

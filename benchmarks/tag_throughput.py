@@ -51,12 +51,13 @@ def main() -> None:
     load_seconds = time.perf_counter() - started
 
     from seqkit.data import read_conll
+    from seqkit.runtime import describe_cpu
 
     dev = read_conll(ROOT / "data" / "wnut16" / "dev.conll")["tokens"]
     words = [list(sentence) for sentence in dev] * REPEAT
     texts = [" ".join(sentence) for sentence in words]
     tokens = sum(len(sentence) for sentence in words)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.checkpoint}: {tagger!r}")
+    print(f"{describe_cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads; {args.checkpoint}: {tagger!r}")
     print(f"model load (from_pretrained): {load_seconds:.3f} s; in a fresh process with `import seqkit`: {float(fresh.stdout):.2f} s "
           f"(Flair: 0.06 s; `import flair` alone 7.6 s)")  # fmt: skip
     print(f"{len(words):,} sentences, {tokens:,} tokens; median of {args.repeats}")
