@@ -342,7 +342,7 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
     if model.adaptive_cutoffs is not None and model.output != "adaptive":
         problems.append((("model", "adaptive_cutoffs"), "cut the vocabulary for model.output: adaptive; set that too, or remove this"))
     if model.adaptive_cutoffs is not None and (not model.adaptive_cutoffs or model.adaptive_cutoffs != sorted(set(model.adaptive_cutoffs))):
-        problems.append((("model", "adaptive_cutoffs"), "token ids that strictly increase, e.g. [2000, 6000]: the shortlist ends at the first"))
+        problems.append((("model", "adaptive_cutoffs"), "token ids that strictly increase, e.g. [64, 256, 1024, 4096]: the shortlist ends at the first"))
     if recipe.task != "tagging":
         for key, default in (("crf", False), ("char_features", "none")):
             if getattr(model, key) != default:

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import seqkit
+from seqkit.cli import main
 from seqkit.config import load_recipe
 from seqkit.errors import SeqkitError
 from seqkit.tasks import LanguageModelTask
@@ -265,6 +267,8 @@ def test_adaptive_output_trains_reloads_and_scores_exactly(tiny_recipe):
     assert lm.evaluate("data/test.txt")["loss"] == pytest.approx(result.test_metrics["loss"], rel=1e-6)
     assert lm.generate("the whale", max_tokens=5, seed=1).startswith("the whale")
     assert lm.generate("the whale", beam=3, max_tokens=5).startswith("the whale")
+    info = CliRunner().invoke(main, ["info", str(result.run_dir / "best")])
+    assert info.exit_code == 0 and f"adaptive softmax (cut at {', '.join(f'{cutoff:,}' for cutoff in head.bounds[:-1])})" in info.output
 
 
 def test_adaptive_cutoffs_are_checked_against_the_vocabulary(tiny_recipe):

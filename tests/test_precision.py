@@ -139,3 +139,12 @@ def test_a_failure_in_an_evaluation_names_the_evaluation(tiny_recipe, monkeypatc
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("seqkit: error: the evaluation after step 10: RuntimeError inside PyTorch: out of memory; ")
     assert lines[0].endswith("no checkpoint was saved yet")
+
+
+def test_the_cpu_is_described_for_speed_figures(monkeypatch):
+    from seqkit.runtime import describe_cpu
+
+    _cpu_flags(monkeypatch)
+    assert describe_cpu().endswith(", no native bf16")
+    _cpu_flags(monkeypatch, avx512_bf16=True)
+    assert describe_cpu().endswith(", native bf16")

@@ -7,9 +7,12 @@ import os
 import pytest
 import torch
 
+import seqkit
+from seqkit.config import load_recipe
 from seqkit.data import LMStream, read_text, token_stream
 from seqkit.errors import DataError
 from seqkit.tokenize import EOS, PAD, UNK, decode, load_tokenizer, special_ids, tokenizer_kind, train_tokenizer
+from seqkit.train import train
 
 from helpers import MOBY, first_lines
 
@@ -90,6 +93,35 @@ def test_lm_stream_scores_every_token_once_in_order(length, batch_size, bptt, of
     real = rows_targets != 0
     # each target is the token after its input: contiguous text within a row
     assert torch.equal(rows_targets[real], rows_inputs[real] + 1)
+
+
+@pytest.mark.parametrize("length, batch_size, bptt, context", [(100, 4, 7, 10), (100, 7, 5, 40), (23, 4, 3, 100), (9, 8, 4, 3)])
+def test_lm_stream_with_context_reads_the_text_before_each_row_and_still_scores_every_token_once(length, batch_size, bptt, context):
+    stream = torch.arange(1, length + 1)
+    chunks = LMStream(stream, batch_size, bptt, pad_id=0, context=context)
+    rows_inputs = torch.cat([chunk.token_ids for chunk in chunks], dim=1)
+    rows_targets = torch.cat([chunk.targets for chunk in chunks], dim=1)
+    assert sorted(rows_targets[rows_targets != 0].tolist()) == list(range(2, length + 1))  # as without context
+    real = rows_targets != 0
+    assert torch.equal(rows_targets[real], rows_inputs[real] + 1)
+    row_length = LMStream(stream, batch_size, bptt, pad_id=0).rows.shape[1] - 1
+    read_first = min(context, row_length)
+    assert rows_inputs[0, 0] == 1  # the first row starts at the start
+    for row in range(1, batch_size):  # the others read the tokens before their slice first
+        assert rows_inputs[row, :read_first].tolist() == stream[row * row_length - read_first : row * row_length].tolist()
+
+
+def test_evaluation_rows_with_context_agree_with_one_row(tiny_recipe):
+    from seqkit.tasks.language_model import evaluate_language_model
+
+    lm = seqkit.load(train(load_recipe(tiny_recipe, ["train.max_steps=20"]), quiet=True).run_dir / "best", device="cpu")
+    ids = special_ids(lm.tokenizer)
+    stream = token_stream("data/train.txt", lm.tokenizer)
+    one_row = evaluate_language_model(lm.model, stream, 1, 12, ids.pad, ids.unk)
+    for rows in (4, 16):
+        with_context = evaluate_language_model(lm.model, stream, rows, 12, ids.pad, ids.unk, context=100)
+        assert with_context["tokens"] == one_row["tokens"]
+        assert with_context["loss"] == pytest.approx(one_row["loss"], rel=1e-3)
 
 
 def test_empty_and_undecodable_files_are_named(tmp_path):
