@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import click
 
@@ -20,27 +20,52 @@ from . import __version__
 
 
 class _Group(click.Group):
+    """Turns every way a command can end badly into one line on stderr: a usage error
+    (an unknown option or command, a value out of range) or a ``SeqkitError`` exits 2 as
+    ``seqkit: error: ...``; Ctrl-C exits 130. Nothing heavy is imported before the
+    arguments are parsed, so ``--help`` and a typo answer at once."""
+
+    def make_context(self, info_name: Optional[str], args: list[str], parent: Optional[click.Context] = None, **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as error:  # an unknown option of the group itself
+            _usage_error(error)
+
     def invoke(self, ctx: click.Context) -> Any:
         from .errors import SeqkitError
-        from .train import TrainingInterrupted
 
         try:
             return super().invoke(ctx)
-        except TrainingInterrupted as interrupted:
-            if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 tells
-                ctx.exit(130)
-            click.echo(f"seqkit: {interrupted}", err=True)
-            resume = ctx.meta.get("seqkit.resume_command")
-            if resume:
-                click.echo(f"seqkit: continue with: {resume}", err=True)
-            ctx.exit(130)
+        except click.UsageError as error:  # raised while a subcommand parses its arguments, or by a command
+            _usage_error(error)
         except SeqkitError as error:
+            from .train import TrainingInterrupted  # imported already when training raised it
+
+            if isinstance(error, TrainingInterrupted):
+                if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 tells
+                    ctx.exit(130)
+                click.echo(f"seqkit: {error}", err=True)
+                resume = ctx.meta.get("seqkit.resume_command")
+                if resume:
+                    click.echo(f"seqkit: continue with: {resume}", err=True)
+                ctx.exit(130)
             for line in str(error).splitlines():
                 click.echo(f"seqkit: error: {line}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("seqkit: interrupted", err=True)
             ctx.exit(130)
+
+
+def _usage_error(error: click.UsageError) -> NoReturn:
+    """Print a click usage error as one line naming where ``--help`` says more; exit 2."""
+    if isinstance(error, click.exceptions.NoArgsIsHelpError):  # plain ``seqkit``: the help, as ``seqkit --help``
+        click.echo(error.ctx.get_help())
+        sys.exit(0)
+    command = error.ctx.command_path if error.ctx is not None else "seqkit"
+    message = " ".join(error.format_message().split()).rstrip(".")
+    click.echo(f"seqkit: error: {message} (see {command} --help)", err=True)
+    sys.exit(2)
 
 
 def _check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -53,6 +78,18 @@ def _check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> s
 
 _encoding_option = click.option("--encoding", default="utf-8", show_default=True, callback=_check_encoding,
                                 help="The input's text encoding: a Python codec name such as latin-1, cp1252 or utf-16.")  # fmt: skip
+
+
+def _threads_option(command):
+    return click.option("--threads", type=click.IntRange(1, 1024),
+                        help="CPU threads to compute with [default: the cores other processes leave free; OMP_NUM_THREADS if set].")(command)  # fmt: skip
+
+
+def _use_threads(threads: Optional[int]) -> None:
+    """Set torch's CPU threads for an inference command (training reads train.threads)."""
+    from .runtime import choose_threads
+
+    choose_threads(threads if threads is not None else "auto")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,7 +110,9 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace a run already in the output directory.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-evaluation lines.")
 @click.option("--print-config", is_flag=True, help="Print the resolved recipe, every default included, and exit.")
-def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], resume: bool, overwrite: bool, quiet: bool, print_config: bool) -> None:
+@click.option("--threads", type=click.IntRange(1, 1024), help="CPU threads to train with (the same as --set train.threads=N) [default: the recipe's].")
+def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], resume: bool, overwrite: bool, quiet: bool, print_config: bool,
+          threads: Optional[int]) -> None:  # fmt: skip
     """Train the model that RECIPE (a YAML file) describes.
 
     \b
@@ -91,6 +130,8 @@ def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], r
 
     if output_dir is not None and not output_dir.strip():
         raise click.BadParameter("an empty path", param_hint="--output-dir")
+    if threads is not None:
+        overrides = (*overrides, f"train.threads={threads}")
     loaded = load_recipe(recipe, overrides, check_files=not print_config)
     if output_dir is not None:
         loaded = loaded.model_copy(update={"output_dir": output_dir})
@@ -121,16 +162,18 @@ def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], r
 @click.argument("checkpoint")  # a string: a URL is no path (pathlib folds its "//")
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="The file to evaluate on.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of text.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Sequences (or rows, for a language model) per batch.")
-@click.option("--beam", type=click.IntRange(min=1), help="seq2seq: beam search of this width instead of greedy decoding.")
+@click.option("--batch-size", type=click.IntRange(1, 10_000), help="Sequences (or rows, for a language model) per batch.")
+@click.option("--beam", type=click.IntRange(1, 100), help="seq2seq: beam search of this width instead of greedy decoding.")
 @_encoding_option
-def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Optional[int], beam: Optional[int], encoding: str) -> None:
+@_threads_option
+def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Optional[int], beam: Optional[int], encoding: str, threads: Optional[int]) -> None:
     """Evaluate CHECKPOINT on a data file: perplexity for a language model; entity
     precision, recall and F1 (per type and micro) for a tagger; accuracy, macro-F1 and
     per-class scores for a classifier; MAE and RMSE (and the mean baseline's) for regression."""
     from .api import load
     from .errors import NotTextError
 
+    _use_threads(threads)
     model = load(checkpoint)
     if beam is not None and model.task != "seq2seq":
         raise click.UsageError("--beam is for seq2seq models")
@@ -142,8 +185,9 @@ def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Option
     if as_json:
         click.echo(json.dumps({"checkpoint": str(checkpoint), "data": str(data_path), **metrics}))
     elif model.task == "language_model":
+        read_as = " (the words of a CoNLL file, a sentence a line)" if data_path.name.endswith((".conll", ".conll.gz")) else ""
         click.echo(
-            f"{data_path}: perplexity {metrics['perplexity']:.2f} (loss {metrics['loss']:.4f} nats/token, "
+            f"{data_path}{read_as}: perplexity {metrics['perplexity']:.2f} (loss {metrics['loss']:.4f} nats/token, "
             f"{metrics['tokens']:,} tokens; without the {metrics['unk_tokens']:,} <unk> targets: {metrics['perplexity_no_unk']:.2f})"
         )
     elif model.task == "seq2seq":
@@ -177,10 +221,11 @@ def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Option
 @click.option("--format", "output_format", type=click.Choice(["text", "jsonl", "conll"]), default="text", show_default=True,
               help="text: a tagger marks entities [like this](label), a classifier prints label, probability and text, "
                    "a regression model its value(s) and text; jsonl: one JSON object per input; conll (taggers): a token and its tag a line.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--beam", type=click.IntRange(min=1), help="seq2seq: beam search of this width instead of greedy decoding.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 10_000), help="Inputs per batch.")
+@click.option("--beam", type=click.IntRange(1, 100), help="seq2seq: beam search of this width instead of greedy decoding.")
 @_encoding_option
-def predict(checkpoint: str, input_path: str, output_format: str, batch_size: int, beam: Optional[int], encoding: str) -> None:
+@_threads_option
+def predict(checkpoint: str, input_path: str, output_format: str, batch_size: int, beam: Optional[int], encoding: str, threads: Optional[int]) -> None:
     """Tag, classify, score or transduce each input of INPUT with CHECKPOINT: one text a line
     (a blank line is an empty text, so outputs line up with inputs), or JSON Lines (a .jsonl
     or .jsonl.gz file) with the text in "text" (or the recipe's data.input_field; a tagger
@@ -188,6 +233,7 @@ def predict(checkpoint: str, input_path: str, output_format: str, batch_size: in
     otherwise. Inputs are read and predicted in batches, so a large file streams."""
     from .api import Classifier, Regressor, Seq2Seq, Tagger, load
 
+    _use_threads(threads)
     model = load(checkpoint)
     if not isinstance(model, (Tagger, Classifier, Regressor, Seq2Seq)):
         raise click.UsageError(f"{checkpoint} holds a {model.task} model; predict needs a tagger, classifier, regression or seq2seq model (it generates: seqkit generate)")
@@ -384,7 +430,10 @@ def info(checkpoint: str) -> None:
         lines.append(f"conditions   {', '.join(model.labels.labels) or 'none'} (as {m.condition if model.labels.labels else '-'})")
     elif recipe.task == "regression":
         scale = model.labels
-        lines.append("targets      " + ", ".join(f"{name} (mean {_number(mean)}, std {_number(std)})" for name, mean, std in zip(scale.names, scale.mean, scale.std)))
+        if recipe.data.normalize_targets:
+            lines.append("targets      " + ", ".join(f"{name} (standardized: mean {_number(mean)}, std {_number(std)})" for name, mean, std in zip(scale.names, scale.mean, scale.std)))
+        else:  # the scale is 0 and 1: it says nothing about the data
+            lines.append(f"targets      {', '.join(scale.names)} (as they are in the data: data.normalize_targets is false)")
     for split, metrics in (meta.get("metrics") or {}).items():
         lines.append(f"{split:<12} " + ", ".join(f"{name} {_number(value)}" for name, value in metrics.items() if not isinstance(value, dict)))
     if m.init_from is not None:

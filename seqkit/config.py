@@ -168,6 +168,7 @@ class TrainConfig(_Section):
     log_every: int = Field(20, ge=1)
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the device runs it natively, else fp32
+    threads: Union[Literal["auto"], int] = "auto"  # CPU threads, 1..1024; auto: the cores other processes leave free
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop naming the batch, or skip the batch (100 in a row: stop)
     class_weights: Union[None, Literal["balanced"], dict[str, float]] = None  # classification: weight of each class in the loss
     loss: Literal["mse", "huber"] = "mse"  # regression
@@ -176,6 +177,13 @@ class TrainConfig(_Section):
     lr_decay_per_layer: float = Field(1.0, ge=1.0)  # discriminative learning rates: each layer group down learns at lr / this
     teacher_forcing: float = Field(1.0, ge=0.0, le=1.0)  # seq2seq: share of decoder steps fed the gold previous token, first epoch
     teacher_forcing_end: Optional[float] = Field(None, ge=0.0, le=1.0)  # seq2seq: ... last epoch (linear in between); null: constant
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _thread_count(cls, value: Any) -> Any:
+        if value != "auto" and not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1024):
+            raise ValueError("expected auto or a number of threads from 1 to 1024")
+        return value
 
 
 class GenerateConfig(_Section):
@@ -346,7 +354,7 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
     if recipe.task != "tagging":
         for key, default in (("crf", False), ("char_features", "none")):
             if getattr(model, key) != default:
-                problems.append((("model", key), f"only tagging uses it; remove it or set {default!r}"))
+                problems.append((("model", key), f"only tagging uses it; remove it or set {_as_written(default)}"))
     if isinstance(recipe.data.train, list) and recipe.task != "language_model":
         problems.append((("data", "train"), "only a language model reads several training files; give one path"))
     if recipe.task != "language_model" and recipe.data.streaming is True:
@@ -361,17 +369,17 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
         for section, key, default in (("model", "pooling", "last"), ("data", "inputs", "text"), ("data", "max_length", None),
                                       ("model", "input_size", None)):  # fmt: skip
             if getattr(getattr(recipe, section), key) != default:
-                problems.append(((section, key), f"only classification and regression use it; remove it or set {default!r}"))
+                problems.append(((section, key), f"only classification and regression use it; remove it or set {_as_written(default)}"))
     if recipe.task in ("language_model", "tagging") and recipe.data.holdout is not None:
         problems.append((("data", "holdout"), "only classification, regression, generation and seq2seq hold examples out; give data.valid a file"))
     if recipe.task != "generation":
         for section, key, default in (("data", "condition_field", None), ("model", "condition", "both"), ("model", "condition_dim", 16)):
             if getattr(getattr(recipe, section), key) != default:
-                problems.append(((section, key), f"only generation uses it; remove it or set {default!r}"))
+                problems.append(((section, key), f"only generation uses it; remove it or set {_as_written(default)}"))
     if recipe.task != "seq2seq":
         for section, key, default in (("model", "attention", "luong"), ("train", "teacher_forcing", 1.0), ("train", "teacher_forcing_end", None)):
             if getattr(getattr(recipe, section), key) != default:
-                problems.append(((section, key), f"only seq2seq uses it; remove it or set {default!r}"))
+                problems.append(((section, key), f"only seq2seq uses it; remove it or set {_as_written(default)}"))
         if recipe.target_tokenizer is not None:
             problems.append((("target_tokenizer",), "only seq2seq has a target tokenizer; remove it"))
     if recipe.task == "generation" and model.bidirectional:
@@ -509,7 +517,14 @@ def _describe(error: dict[str, Any], where) -> str:
             message += f" (did you mean {close[0]!r}?)"
     if kind == "model_type":
         message = "expected a mapping of keys (section: {key: value, ...})"
-    return f"{where(loc)}: {key}: {message}, got {error.get('input')!r}"
+    return f"{where(loc)}: {key}: {message}, got {_as_written(error.get('input'))}"
+
+
+def _as_written(value: Any) -> str:
+    """A recipe value as YAML spells it (``true``, ``null``), a string or number as Python's repr."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return repr(value)
 
 
 def _did_you_mean(loc: tuple[str, ...]) -> str:

@@ -242,6 +242,8 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, sc
         if not line.strip():
             close(number)
             continue
+        if columns is None and line.lstrip().startswith("{") and _is_json_object(line):
+            raise DataError(path, "a JSON Lines record: taggers read CoNLL files (a token and its tag a line, a blank line between sentences)", line=number)
         fields = line.split("\t") if "\t" in line else line.split()
         if fields[0] == "-DOCSTART-":
             continue
@@ -255,7 +257,7 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, sc
             raise DataError(path, f"expected {columns} columns (like the first line), found {len(fields)}", line=number)
         tag, token = fields[tag_column].strip(), fields[token_column].strip()
         if not token:
-            raise DataError(path, f"no token in column {token_column % columns + 1} (data.token_column)", line=number)
+            raise DataError(path, f"no token in the token column (data.token_column: {token_column}, counting from 0)", line=number)
         problem = tag_problem(tags[-1] if tags else OUTSIDE, tag, scheme)
         if problem:
             raise DataError(path, problem, line=number)
@@ -267,6 +269,13 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, sc
     if not sentences["tokens"]:
         raise DataError(path, "holds no sentences (expected a token and a tag per line)")
     return _in_memory_dataset(sentences, f"conll:{path.resolve()}:{path.stat().st_mtime_ns}:{token_column}:{tag_column}:{scheme}:{encoding}")
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def _in_memory_dataset(columns: dict[str, list], identity: str) -> "datasets.Dataset":
@@ -623,6 +632,11 @@ def _numeric(value, depth: int = 0) -> bool:
 
 
 def _read_npz(path: Path, input_field: str, fields: list[str], kind: str) -> Examples:
+    with path.open("rb") as handle:
+        magic = handle.read(6)
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):  # a zip (numpy.savez) or a lone .npy
+        what = "it is empty" if not magic else "it holds text" if all(32 <= byte < 127 or byte in b"\t\r\n" for byte in magic) else "it is some other file"
+        raise DataError(path, f"not a .npz file ({what}; a .npz is the zip of named arrays that numpy.savez writes)")
     try:
         arrays = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:

@@ -1,4 +1,4 @@
-"""Where the work runs: device choice, mixed precision and seeding."""
+"""Where the work runs: device choice, CPU threads, mixed precision and seeding."""
 
 from __future__ import annotations
 
@@ -34,6 +34,51 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise SeqkitError("train.device: mps asked for, but this PyTorch has no MPS backend here")
     return device
+
+
+@dataclass(frozen=True)
+class Threads:
+    """How many CPU threads torch computes with, and why."""
+
+    requested: str  # auto | a number
+    chosen: int
+    reason: str
+
+    def describe(self) -> str:
+        """``threads: auto -> 1 (2 cores, 1 kept busy by other processes)``"""
+        return f"threads: {self.requested} -> {self.chosen} ({self.reason})"
+
+
+def choose_threads(requested: int | str | None = "auto") -> Threads:
+    """Set the number of threads torch computes with on the CPU, and say why.
+
+    A number is used as it is. ``auto`` leaves a count the user set in ``OMP_NUM_THREADS``
+    alone; otherwise it takes the cores this process may run on (its CPU affinity and
+    cgroup quota) less those other processes keep busy (the 1-minute load average): a
+    recurrent network's many small steps each wait for the slowest thread, so a thread
+    sharing its core with another job slows every step (``seqkit eval`` on 2 cores with
+    one other job: 45 s with 2 threads, 8 s with 1).
+    """
+    if requested not in (None, "auto"):
+        torch.set_num_threads(int(requested))
+        return Threads(str(requested), int(requested), "as asked")
+    if os.environ.get("OMP_NUM_THREADS"):
+        return Threads("auto", torch.get_num_threads(), "OMP_NUM_THREADS")
+    cores = usable_cores()
+    busy = min(cores - 1, max(0, round(os.getloadavg()[0]))) if hasattr(os, "getloadavg") else 0
+    torch.set_num_threads(cores - busy)
+    reason = f"{cores} core{'s' if cores != 1 else ''}" + (f", {busy} kept busy by other processes" if busy else "")
+    return Threads("auto", cores - busy, reason)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity, within a cgroup CPU quota."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    return max(1, cores)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from helpers import (
@@ -19,6 +20,9 @@ def _isolated_caches(tmp_path_factory):
     """Keep the datasets cache out of the user's home and make runs quiet."""
     os.environ["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("hf-datasets"))
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    # commands choose their threads from the machine's load (runtime.choose_threads), which
+    # the suite itself raises: pin torch's count so that every test computes alike
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
     yield
 
 

@@ -58,3 +58,58 @@ def test_python_dash_m_seqkit_runs_the_same_cli():
     assert completed.returncode == 0
     for command in ("train", "eval", "generate", "info"):
         assert command in completed.stdout
+
+
+def test_help_and_a_misspelt_command_answer_without_importing_torch():
+    """``--help`` of any command, and a typo, are parsed before anything heavy is imported."""
+    code = (
+        "import sys\n"
+        "from seqkit.cli import main\n"
+        "for arguments in (['generate', '--help'], ['train', '--help'], ['generat']):\n"
+        "    try:\n"
+        "        main(arguments, prog_name='seqkit')\n"
+        "    except SystemExit as done:\n"
+        "        print(arguments[0], done.code)\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "generate 0" in completed.stdout and "train 0" in completed.stdout and "generat 2" in completed.stdout, completed.stdout + completed.stderr
+    assert "torch imported: False" in completed.stdout
+    assert completed.stderr.strip() == "seqkit: error: No such command 'generat'. Did you mean 'generate'? (see seqkit --help)"
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    runner = CliRunner()
+    for arguments, message in (
+        (["--bogus"], "seqkit: error: No such option '--bogus' (see seqkit --help)"),
+        (["eval", "x"], "seqkit: error: Missing option '--data' (see seqkit eval --help)"),
+        (["eval", "x", "--data", "y", "--threads", "0"], "seqkit: error: Invalid value for '--threads': 0 is not in the range 1<=x<=1024 (see seqkit eval --help)"),
+    ):
+        result = runner.invoke(main, arguments, prog_name="seqkit")
+        assert result.exit_code == 2 and result.stderr.splitlines() == [message], result.stderr
+    bare = runner.invoke(main, [], prog_name="seqkit")
+    assert bare.exit_code == 0 and bare.output.startswith("Usage: seqkit")
+
+
+def test_threads_auto_leaves_the_cores_other_processes_use(monkeypatch):
+    import os
+
+    import torch
+
+    from seqkit.runtime import choose_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+        monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.5, 0.1))
+        chosen = choose_threads("auto")
+        assert (chosen.chosen, torch.get_num_threads()) == (3, 3)
+        assert chosen.describe() == "threads: auto -> 3 (4 cores, 1 kept busy by other processes)"
+        monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+        assert choose_threads("auto").chosen == 1  # never fewer than one
+        assert choose_threads(2).describe() == "threads: 2 -> 2 (as asked)" and torch.get_num_threads() == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert choose_threads("auto").reason == "OMP_NUM_THREADS"
+    finally:
+        torch.set_num_threads(before)

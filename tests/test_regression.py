@@ -2,6 +2,7 @@
 regression of text, .npz inputs and the Regressor API."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -148,3 +149,20 @@ def test_recipe_rules_for_many_to_one(tmp_path, overrides, message):
 def test_pooling_is_rejected_for_other_tasks(tiny_recipe):
     with pytest.raises(RecipeError, match="model.pooling: only classification and regression use it"):
         load_recipe(tiny_recipe, ["model.pooling=mean"])
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_info_tells_how_targets_were_scaled(tmp_path, normalize):
+    from click.testing import CliRunner
+
+    from seqkit.cli import main
+
+    path, _ = _sotu_recipe(tmp_path, normalize_targets=normalize)
+    result = train(load_recipe(path, ["train.max_steps=2"]), quiet=True)
+    info = CliRunner().invoke(main, ["info", str(result.run_dir / "best")])
+    assert info.exit_code == 0, info.stderr
+    line = next(line for line in info.output.splitlines() if line.startswith("targets"))
+    if normalize:
+        assert re.fullmatch(r"targets      year \(standardized: mean 1[89]\d\d(\.\d+)?, std \d+(\.\d+)?\)", line), line
+    else:
+        assert line == "targets      year (as they are in the data: data.normalize_targets is false)"

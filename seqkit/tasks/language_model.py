@@ -126,7 +126,9 @@ def evaluate_language_model(
 ) -> dict[str, Any]:
     """Perplexity of a language model on a token stream, read in ``batch_size`` contiguous
     rows, each after the first starting ``context`` tokens early (``data.LMStream``), so
-    that its first tokens are predicted from the text before them.
+    that its first tokens are predicted from the text before them. Fewer rows are read
+    where the stream is too short for each to score as many tokens as its context holds
+    (``batch_size`` 100,000 on 20,000 tokens reads 200 rows, not 100,000 rows of padding).
 
     Every token of the stream is scored once (none dropped to fill a batch). Returns
     ``loss`` (mean negative log-likelihood, nats), ``perplexity``, ``tokens``, and
@@ -136,7 +138,8 @@ def evaluate_language_model(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    chunks = LMStream(stream, batch_size, bptt, pad_id, context=context).to(device)
+    rows = min(batch_size, max(1, (len(stream) - 1) // max(context, bptt)))  # a row scores at least its context's length
+    chunks = LMStream(stream, rows, bptt, pad_id, context=context).to(device)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # nll, targets, unk nll, unk targets
     state = None
     for chunk in chunks:
