@@ -14,6 +14,7 @@
     clf.predict("WIN a FREE cruise, click here")          # Prediction(label, probabilities)
 
     seqkit.load("runs/lm/best")          # the right class for the checkpoint's task
+    seqkit.load("runs/lm")               # a run directory: its best/
     seqkit.load("https://example.org/ner.tar.gz#sha256=...")   # or an archive, or its URL
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,12 +33,12 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import check_save_target, save_checkpoint
 from .config import Recipe, is_text_encoding
 from .decoding import generate_text
 from .data import read_conll, read_examples, truncate
 from .errors import NotTextError
-from .hub import resolve
+from .hub import open_checkpoint
 from .labels import LabelSet, Targets, spans
 from .metrics import group_references, sequence_error_rates
 from .model import SequenceModel
@@ -66,13 +68,14 @@ class Pretrained:
 
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], device: str = "auto", sha256: Optional[str] = None):
-        """Load a checkpoint: a directory (``runs/NAME/best`` or ``last``), an archive of one
-        that ``seqkit export`` wrote, or the URL of such an archive (downloaded once into
-        the cache; see ``seqkit.hub``).
+        """Load a checkpoint: a directory (``runs/NAME/best`` or ``last``), a run directory
+        (``runs/NAME``: its ``best/``, or ``last/`` while it has no ``best/``, said on
+        stderr), an archive of a checkpoint that ``seqkit export`` wrote, or the URL of such
+        an archive (downloaded once into the cache; see ``seqkit.hub``).
 
         Args:
-            path: the checkpoint directory, ``.tar.gz`` / ``.tgz`` / ``.zip`` archive, or
-                ``http(s)://`` URL (optionally ending in ``#sha256=HEX``).
+            path: the checkpoint or run directory, ``.tar.gz`` / ``.tgz`` / ``.zip`` archive,
+                or ``http(s)://`` URL (optionally ending in ``#sha256=HEX``).
             device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
             sha256: the SHA-256 (hex) the archive must have.
 
@@ -83,7 +86,7 @@ class Pretrained:
         """
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path: expected a checkpoint directory, archive or URL (a str or os.PathLike), not {type(path).__name__}")
-        checkpoint = load_checkpoint(resolve(path, sha256=sha256), resolve_device(device))
+        checkpoint = open_checkpoint(path, resolve_device(device), sha256=sha256, report=_say)
         task = checkpoint.recipe.task
         if cls.task and task != cls.task:
             raise TypeError(f"{path} holds a {task} checkpoint; load it with seqkit.load() or seqkit.{_API[task].__name__}")
@@ -91,8 +94,29 @@ class Pretrained:
         loaded.info = checkpoint.info
         return loaded
 
-    def save_pretrained(self, directory: Union[str, Path]) -> Path:
-        """Write this model as a checkpoint directory that ``from_pretrained`` reads."""
+    def save_pretrained(self, directory: Union[str, Path], overwrite: bool = False) -> Path:
+        """Write this model as a checkpoint directory that ``from_pretrained`` reads.
+
+        The checkpoint is written into a temporary directory and then swapped in, so a
+        failed save leaves what was there. Nothing but a checkpoint is ever replaced.
+
+        Args:
+            directory: a new or empty directory; or, with ``overwrite``, a checkpoint
+                directory seqkit wrote (such as ``runs/NAME/best``), which is replaced.
+            overwrite: replace the checkpoint already in ``directory``.
+
+        Returns:
+            ``directory``.
+
+        Raises:
+            CheckpointError: ``directory`` is a file, a run directory, a directory holding
+                anything but a checkpoint, or (without ``overwrite``) a checkpoint; or the
+                save failed (a full disk), naming it.
+            TypeError: ``directory`` is not a path.
+        """
+        if not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(f"directory: expected a path (a str or os.PathLike), not {type(directory).__name__}")
+        check_save_target(directory, overwrite)
         return save_checkpoint(directory, self.model, self.recipe, self.tokenizer, self.info, labels=self.labels)
 
     def __repr__(self) -> str:
@@ -557,6 +581,11 @@ def _check_settings(**settings: Any) -> None:
             raise ValueError(f"{name}: expected {rule}, not {value!r}")
 
 
+def _say(message: str) -> None:
+    """A line for the user about what was loaded (which checkpoint of a run directory)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def _check_path(path: Any) -> None:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a file path (a str or os.PathLike), not {type(path).__name__}")
@@ -587,6 +616,6 @@ _API: dict[str, type[Pretrained]] = {
 
 
 def load(path: Union[str, Path], device: str = "auto", sha256: Optional[str] = None) -> Pretrained:
-    """Load any seqkit checkpoint -- a directory, an archive or a URL, as ``from_pretrained``
-    takes -- as the API class of its task."""
+    """Load any seqkit checkpoint -- a checkpoint or run directory, an archive or a URL, as
+    ``from_pretrained`` takes -- as the API class of its task."""
     return Pretrained.from_pretrained(path, device, sha256)

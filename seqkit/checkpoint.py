@@ -15,6 +15,11 @@ disk, and then swapped in by renames, so a crash mid-save leaves the previous ch
 loadable (at ``NAME`` or, during the swap itself, at ``NAME.old``). A save that fails (a
 full disk, a directory turned read-only) removes its temporary directory and leaves the
 previous checkpoint in place.
+
+A save replaces the whole directory, so ``check_save_target`` lets ``save_pretrained``
+write only where nothing but a checkpoint would be lost; ``checkpoint_in`` finds the
+checkpoint a run directory means (its ``best/``); ``new_file`` writes an output file
+(an archive, word vectors) without ever leaving half of one or replacing a file unasked.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import yaml
@@ -48,6 +53,8 @@ FORMAT_VERSION = 1
 CONFIG, WEIGHTS, TOKENIZER, LABELS = "config.yaml", "model.safetensors", "tokenizer.json", "labels.json"
 TARGET_TOKENIZER = "target_tokenizer.json"  # seq2seq: the outputs' vocabulary, in place of labels.json
 TRAINER_STATE = "trainer_state.pt"
+CHECKPOINT_FILES = frozenset({CONFIG, WEIGHTS, TOKENIZER, LABELS, TARGET_TOKENIZER, TRAINER_STATE})
+RUN_ENTRIES = ("best", "last", "best.old", "last.old", "metrics.jsonl", "tb")  # what only a run directory holds
 
 
 @dataclass
@@ -257,6 +264,127 @@ def load_trainer_state(directory: str | Path) -> dict[str, Any]:
         if str(error).startswith("Weights only load failed"):  # torch's own first line advises weights_only=False: not here
             raise CheckpointError(path, "refused: unpickling it would run code or build objects other than tensors and plain data") from None
         raise CheckpointError(path, f"unreadable ({str(error).splitlines()[0]})") from None
+
+
+def checkpoint_in(directory: str | Path, report: Optional[Callable[[str], None]] = None) -> Path:
+    """The checkpoint directory that ``directory`` means: itself, or for a run directory its
+    ``best/`` (``last/`` when there is no ``best/`` yet, which ``report`` is told).
+
+    Raises:
+        CheckpointError: ``directory`` is missing, or a run directory with no checkpoint yet.
+    """
+    given = Path(directory)
+    directory = readable_directory(given)
+    if (directory / WEIGHTS).is_file() or not run_entries(directory):
+        return directory  # a checkpoint, or what load_checkpoint names the missing part of
+    for name in ("best", "last"):
+        with contextlib.suppress(CheckpointError):
+            checkpoint = readable_directory(given / name)
+            if report is not None:
+                report(f"{given} is a run directory: using {checkpoint}" if name == "best" else
+                       f"{given} is a run directory with no best/ checkpoint: using {checkpoint}, its latest")  # fmt: skip
+            return checkpoint
+    raise CheckpointError(given, "a run directory with no checkpoint yet (no best/ or last/): train until the first evaluation saves one")
+
+
+def run_entries(directory: Path) -> list[str]:
+    """What ``directory`` holds of a run directory's own entries (``best``, ``last``, ``tb``, ...)."""
+    return [name for name in RUN_ENTRIES if (directory / name).exists()]
+
+
+def check_save_target(directory: str | Path, overwrite: bool = False) -> None:
+    """Refuse to save a checkpoint where the save would destroy what is not a checkpoint.
+
+    A save replaces ``directory`` whole. That is fine where there is nothing, or an empty
+    directory; where seqkit's own checkpoint is, only with ``overwrite``; never where
+    anything else is (a file, a run directory, a directory with other files).
+
+    Raises:
+        CheckpointError: naming ``directory`` and what to do instead.
+    """
+    directory = Path(directory)
+    old = _old(directory)
+    if old.exists() or old.is_symlink():
+        if not _is_checkpoint_directory(old):  # a save moves the checkpoint aside there, then deletes it
+            raise CheckpointError(old, f"in the way: saving {directory} moves what is there aside to this name; move or rename it first")
+        if not directory.exists():  # a swap cut off: the checkpoint is at NAME.old, and recover() puts it back
+            directory = old
+    if directory.is_symlink():
+        raise CheckpointError(directory, "a symbolic link: save to the directory it points to, or to a new directory")
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise CheckpointError(directory, "exists and is not a directory: save to a new directory (a checkpoint is a directory)")
+    entries = sorted(directory.iterdir())
+    if not entries:
+        return
+    in_run = run_entries(directory)
+    if in_run:
+        raise CheckpointError(directory, f"a run directory (it holds {', '.join(f'{name}/' if (directory / name).is_dir() else name for name in in_run)}): "
+                                         f"save to a new directory, or to {directory / 'best'} with overwrite=True to replace its best checkpoint")  # fmt: skip
+    if not _is_checkpoint_directory(directory):
+        others = [f"{path.name}/" if path.is_dir() else path.name for path in entries if not (path.is_file() and path.name in CHECKPOINT_FILES)]
+        held = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise CheckpointError(directory, f"not a seqkit checkpoint directory (it holds {held or 'no config.yaml written by seqkit'}), "
+                                         "and saving would replace it whole: save to a new or empty directory")  # fmt: skip
+    if not overwrite:
+        raise CheckpointError(directory, "already holds a checkpoint: pass overwrite=True to replace it, or save to a new directory")
+
+
+def _is_checkpoint_directory(directory: Path) -> bool:
+    """Whether ``directory`` holds a checkpoint seqkit wrote and nothing else: only checkpoint
+    files, among them a ``config.yaml`` with a ``checkpoint:`` block."""
+    if directory.is_symlink() or not directory.is_dir():
+        return False
+    if any(not (path.is_file() and path.name in CHECKPOINT_FILES) for path in directory.iterdir()):
+        return False
+    try:
+        data = yaml.safe_load((directory / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("checkpoint"), dict)
+
+
+def check_new_file(path: str | Path, overwrite: bool = False, make_directory: bool = False) -> Path:
+    """Refuse to write the file ``path`` where the write would replace what the user did not
+    ask to replace: an existing file (unless ``overwrite``, which ``--overwrite`` sets), a
+    directory, or a path in a directory that does not exist (unless ``make_directory``: the
+    caller creates it) or that is a file.
+
+    Raises:
+        SeqkitError: naming ``path`` and the fix.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise SeqkitError(f"{path}: is a directory: name the file to write")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise SeqkitError(f"{path}: already exists: pass --overwrite to replace it, or choose another name")
+    blocked = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocked is not None:
+        raise SeqkitError(f"{path}: cannot write it: {blocked} is a file, not a directory (choose another path)")
+    if not path.parent.is_dir() and not make_directory:
+        raise SeqkitError(f"{path}: cannot write it: the directory {path.parent} does not exist (create it first, or choose another path)")
+    return path
+
+
+@contextlib.contextmanager
+def new_file(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write the file to, renamed to ``path`` (replacing
+    what is there) when the block ends without error and removed when it does not, so that
+    ``path`` never holds half a file.
+
+    Raises:
+        SeqkitError: writing failed (a full disk, no permission), naming ``path``.
+    """
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield temporary
+        _fsync(temporary)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise SeqkitError(f"{path}: cannot write it ({error.strerror or error}); nothing was written there") from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def readable_directory(directory: str | Path) -> Path:

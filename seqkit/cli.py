@@ -97,8 +97,9 @@ def _use_threads(threads: Optional[int]) -> None:
 def main() -> None:
     """RNN, GRU and LSTM sequence models for text: train from a recipe, then use them.
 
-    A CHECKPOINT is a checkpoint directory (runs/NAME/best), an archive of one that
-    seqkit export wrote, or the http(s) URL of such an archive (URL#sha256=HEX verifies it).
+    A CHECKPOINT is a checkpoint directory (runs/NAME/best), a run directory (runs/NAME:
+    its best/), an archive of a checkpoint that seqkit export wrote, or the http(s) URL of
+    such an archive (URL#sha256=HEX verifies it).
     """
 
 
@@ -446,33 +447,39 @@ def info(checkpoint: str) -> None:
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
-def export(checkpoint: Path, archive: Path) -> None:
-    """Write the checkpoint directory CHECKPOINT as ARCHIVE (.tar.gz, .tgz or .zip) to share
-    it: everything needed to use the model, not the trainer state. Prints the archive's
-    size and SHA-256, to publish its URL as URL#sha256=HEX."""
+@click.argument("checkpoint")  # a string: a URL is no path
+@click.argument("archive", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace ARCHIVE if it exists (else an existing ARCHIVE is an error).")
+def export(checkpoint: str, archive: Path, overwrite: bool) -> None:
+    """Write CHECKPOINT (a checkpoint or run directory, an archive or a URL) as ARCHIVE
+    (.tar.gz, .tgz or .zip) to share it: everything needed to use the model, not the
+    trainer state. Prints the archive's size and SHA-256, to publish its URL as
+    URL#sha256=HEX. Nothing is written unless CHECKPOINT loads."""
     from .hub import export as export_archive
 
-    exported = export_archive(checkpoint, archive)
+    exported = export_archive(checkpoint, archive, overwrite=overwrite, report=lambda message: click.echo(message, err=True))
     click.echo(f"wrote {exported.path} ({_number(exported.size)} bytes)")
     click.echo(f"sha256 {exported.sha256}")
 
 
 @main.command(name="export-embeddings")
 @click.argument("checkpoint")
-@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
-def export_embeddings(checkpoint: str, output: Path) -> None:
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (else an existing OUTPUT is an error).")
+def export_embeddings(checkpoint: str, output: Path, overwrite: bool) -> None:
     """Write CHECKPOINT's input word vectors to OUTPUT in the word2vec / GloVe text format
     (a COUNT DIMENSION header, then a word and its numbers a line), which a recipe's
-    model.embeddings.pretrained reads back."""
+    model.embeddings.pretrained reads back. OUTPUT's directory must exist."""
     from .api import load
+    from .checkpoint import check_new_file
+    from .errors import CheckpointError
     from .vectors import write_vectors
 
+    check_new_file(output, overwrite)  # before loading: a refusal costs nothing
     model = load(checkpoint, device="cpu")
     if model.tokenizer is None:
-        raise click.UsageError(f"{checkpoint} reads vectors, not words: it has no word embedding")
-    count = write_vectors(model.model.embedding.embedding, model.tokenizer, output)
+        raise CheckpointError(checkpoint, "reads vectors, not words: it has no word embedding to export")
+    count = write_vectors(model.model.embedding.embedding, model.tokenizer, output, overwrite=overwrite)
     click.echo(f"wrote {count:,} vectors of {model.recipe.model.embedding_dim} numbers to {output}")
 
 

@@ -1,7 +1,9 @@
-"""Where checkpoints come from: a directory, an archive of one, or the URL of an archive.
+"""Where checkpoints come from: a directory, a run directory (its ``best/``), an archive of
+one, or the URL of an archive.
 
-``resolve`` turns what a user passes to ``from_pretrained`` / ``seqkit.load`` into a local
-checkpoint directory; ``export`` writes the archive that ``resolve`` reads. Archives and
+``resolve`` turns what a user passes to ``from_pretrained`` / ``seqkit.load`` / any command
+into a local checkpoint directory, and ``open_checkpoint`` loads it, naming what the user
+passed when it is bad; ``export`` writes the archive that ``resolve`` reads. Archives and
 downloads go through a cache (``SEQKIT_CACHE``, default ``~/.cache/seqkit``)::
 
     downloads/KEY-NAME     a downloaded archive; KEY is a hash of its URL
@@ -32,13 +34,13 @@ import zlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import IO, Callable, Iterator, NamedTuple, Optional
+from typing import IO, Any, Callable, Iterator, NamedTuple, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from tqdm import tqdm
 
 from . import __version__
-from .checkpoint import CONFIG, TRAINER_STATE, read_config, readable_directory
+from .checkpoint import CONFIG, TRAINER_STATE, WEIGHTS, Checkpoint, check_new_file, checkpoint_in, load_checkpoint, new_file
 from .errors import CheckpointError, SeqkitError
 
 MAX_ARCHIVE_BYTES = 2 * 1024**3  # unpacked; SEQKIT_MAX_ARCHIVE_BYTES overrides it
@@ -70,26 +72,30 @@ class _Member(NamedTuple):
     open: Callable[[], IO[bytes]]
 
 
-def resolve(source: str | Path, *, sha256: Optional[str] = None) -> Path:
+def resolve(source: str | Path, *, sha256: Optional[str] = None, report: Optional[Callable[[str], None]] = None) -> Path:
     """The local checkpoint directory that ``source`` names, downloading and unpacking it first
     when it is a URL or an archive.
 
     Args:
-        source: a checkpoint directory; a ``.tar.gz``, ``.tgz`` or ``.zip`` archive of one (as
-            ``export`` writes: the files at its top level or in its one top-level directory);
-            or an ``http://`` / ``https://`` URL of such an archive, optionally ending in
-            ``#sha256=HEX``.
+        source: a checkpoint directory; a run directory (meaning its ``best/``, or ``last/``
+            when it has no ``best/`` yet); a ``.tar.gz``, ``.tgz`` or ``.zip`` archive of a
+            checkpoint (as ``export`` writes: the files at its top level or in its one
+            top-level directory); or an ``http://`` / ``https://`` URL of such an archive,
+            optionally ending in ``#sha256=HEX``.
         sha256: the SHA-256 (hex) the archive must have; the same as ``#sha256=HEX``.
+        report: told, in a line, which checkpoint of a run directory is used.
 
     Returns:
-        ``source`` itself for a directory; else the archive's unpacked copy in the cache,
-        which is shared by every load and must not be modified.
+        ``source`` itself for a checkpoint directory; its ``best/`` (or ``last/``) for a run
+        directory; else the archive's unpacked copy in the cache, which is shared by every
+        load and must not be modified.
 
     Raises:
-        CheckpointError: naming the path or URL: not found, a failed download, a SHA-256
-            mismatch, not an archive, an unsafe archive, or an uncached URL while offline.
+        CheckpointError: naming the path or URL: not found, a run directory with no
+            checkpoint yet, a failed download, a SHA-256 mismatch, not an archive, an archive
+            with no weights, an unsafe archive, or an uncached URL while offline.
     """
-    if isinstance(source, str) and urlsplit(source).scheme.lower() in ("http", "https"):
+    if _is_url(source):
         url, expected = _split_sha256(source, sha256)
         return _from_url(url, expected)
     path = Path(source)
@@ -100,35 +106,73 @@ def resolve(source: str | Path, *, sha256: Optional[str] = None) -> Path:
         raise CheckpointError(path, "archive not found")
     if expected is not None:
         raise CheckpointError(path, "sha256 verifies an archive or a URL, and this is not an archive file")
-    return readable_directory(path)
+    return checkpoint_in(path, report)
 
 
-def export(checkpoint_dir: str | Path, archive_path: str | Path) -> Exported:
-    """Write a checkpoint directory as an archive that ``resolve`` reads, to share a model.
+def open_checkpoint(source: str | Path, device: Any = "cpu", *, sha256: Optional[str] = None,
+                    report: Optional[Callable[[str], None]] = None) -> Checkpoint:  # fmt: skip
+    """Load the checkpoint that ``source`` names (anything ``resolve`` takes) on ``device``.
 
-    The archive type follows the suffix (``.tar.gz``, ``.tgz`` or ``.zip``). The files sit in
-    one top-level directory named after the archive, so unpacking it by hand makes a single
-    directory. ``trainer_state.pt`` is left out: only resuming training needs it. The archive
-    is written under a temporary name and renamed, so an interrupted export leaves none.
+    Raises:
+        CheckpointError: as ``resolve``; or a file of the checkpoint is missing or does not
+            fit the others, naming it -- for an archive or a URL, as the archive and the
+            file in it, not the cache's copy.
+    """
+    return _loaded(resolve(source, sha256=sha256, report=report), source, device)
+
+
+def _loaded(directory: Path, source: str | Path, device: Any) -> Checkpoint:
+    """``load_checkpoint(directory)``, whose errors name ``source`` when ``directory`` is the
+    cache's copy of an archive."""
+    try:
+        return load_checkpoint(directory, device)
+    except CheckpointError as error:
+        if not directory.is_relative_to(cache_dir() / "checkpoints"):
+            raise
+        label = _split_sha256(source, None)[0] if _is_url(source) else str(source)
+        message = str(error)[len(error.path) + 2 :]  # without the cache path in front
+        member = Path(error.path).relative_to(directory) if Path(error.path).is_relative_to(directory) else None
+        raise CheckpointError(label, f"{member} in the archive: {message}" if member and member != Path(".") else message) from None
+
+
+def export(checkpoint: str | Path, archive_path: str | Path, *, overwrite: bool = False,
+           report: Optional[Callable[[str], None]] = None) -> Exported:  # fmt: skip
+    """Write a checkpoint as an archive that ``resolve`` reads, to share a model.
+
+    ``checkpoint`` is anything ``resolve`` takes: a checkpoint directory, a run directory
+    (its ``best/``), an archive or a URL. It is loaded first, so that only what loads is
+    packaged. The archive type follows the suffix (``.tar.gz``, ``.tgz`` or ``.zip``). The
+    files sit in one top-level directory named after the archive, so unpacking it by hand
+    makes a single directory. ``trainer_state.pt`` is left out: only resuming training needs
+    it. The archive is written under a temporary name and renamed, so an interrupted export
+    leaves none; a missing directory for it is created.
+
+    Args:
+        overwrite: replace ``archive_path`` if it exists (else that is an error).
+        report: told, in a line, which checkpoint of a run directory is exported.
 
     Returns:
         The archive's path, size and SHA-256, to publish as ``URL#sha256=HEX``.
 
     Raises:
-        CheckpointError: ``checkpoint_dir`` is not a readable checkpoint.
-        SeqkitError: ``archive_path`` has none of the archive suffixes.
+        CheckpointError: ``checkpoint`` is not a loadable checkpoint (nothing is written).
+        SeqkitError: ``archive_path`` has none of the archive suffixes, exists (without
+            ``overwrite``), is a directory, or cannot be written.
     """
-    source = readable_directory(checkpoint_dir)
-    read_config(source)  # package only what loads: a seqkit checkpoint of a format this seqkit reads
     archive = Path(archive_path)
     suffix = next((suffix for suffix in ARCHIVE_SUFFIXES if archive.name.endswith(suffix)), None)
     if suffix is None:
         raise SeqkitError(f"{archive}: name the archive {', '.join(ARCHIVE_SUFFIXES)} (its suffix picks the format)")
+    check_new_file(archive, overwrite, make_directory=True)
+    directory = resolve(checkpoint, report=report)
+    _loaded(directory, checkpoint, "cpu")  # package only what loads: weights that fit a config.yaml this seqkit reads
     top = archive.name[: -len(suffix)] or "checkpoint"
-    files = sorted(path for path in source.iterdir() if path.is_file() and path.name != TRAINER_STATE)
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    temporary = archive.with_name(f".{archive.name}.tmp-{os.getpid()}")
+    files = sorted(path for path in directory.iterdir() if path.is_file() and path.name != TRAINER_STATE)
     try:
+        archive.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SeqkitError(f"{archive}: cannot create its directory ({error.strerror or error})") from None
+    with new_file(archive) as temporary:
         if suffix == ".zip":
             with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as bundle:
                 for path in files:
@@ -141,11 +185,6 @@ def export(checkpoint_dir: str | Path, archive_path: str | Path) -> Exported:
                     info.size, info.mtime, info.mode = path.stat().st_size, int(path.stat().st_mtime), 0o644
                     with path.open("rb") as handle:
                         bundle.addfile(info, handle)
-        with temporary.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, archive)
-    finally:
-        temporary.unlink(missing_ok=True)
     return Exported(archive, archive.stat().st_size, _file_sha256(archive))
 
 
@@ -310,12 +349,18 @@ def _member_parts(name: str, label: str) -> tuple[str, ...]:
 
 def _checkpoint_root(unpacked: Path, label: str) -> Path:
     """The checkpoint in an unpacked archive: at its top level, or in its one top-level directory."""
-    if (unpacked / CONFIG).is_file():
-        return unpacked
     entries = list(unpacked.iterdir())
-    if len(entries) == 1 and (entries[0] / CONFIG).is_file():
-        return entries[0]
-    raise CheckpointError(label, f"holds no seqkit checkpoint (no {CONFIG} at its top level or in its one top-level directory)")
+    if (unpacked / CONFIG).is_file():
+        root = unpacked
+    elif len(entries) == 1 and (entries[0] / CONFIG).is_file():
+        root = entries[0]
+    else:
+        raise CheckpointError(label, f"holds no seqkit checkpoint (no {CONFIG} at its top level or in its one top-level directory)")
+    if not (root / WEIGHTS).is_file():  # e.g. the archive of a run directory, not of its best/
+        member = WEIGHTS if root == unpacked else f"{root.name}/{WEIGHTS}"
+        raise CheckpointError(label, f"holds no weights (no {member}), so no model: it is not the archive of a checkpoint directory; "
+                                     "export one, such as runs/NAME/best")  # fmt: skip
+    return root
 
 
 def _split_sha256(source: str, sha256: Optional[str]) -> tuple[str, Optional[str]]:
@@ -358,6 +403,10 @@ def _url_key(url: str) -> str:
     """A cache file name for a URL: a hash of it (unique), then its file name (readable)."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", PurePosixPath(urlsplit(url).path).name)[-64:] or "archive"
     return f"{hashlib.sha256(url.encode('utf-8')).hexdigest()[:16]}-{name}"
+
+
+def _is_url(source: object) -> bool:
+    return isinstance(source, str) and urlsplit(source).scheme.lower() in ("http", "https")
 
 
 def _offline() -> bool:

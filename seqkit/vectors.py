@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from .checkpoint import check_new_file, new_file
 from .data import text_lines
 from .errors import DataError, NotTextError
 from .tokenize import SPECIAL_TOKENS
@@ -98,17 +99,23 @@ def load_vectors(embedding: torch.nn.Embedding, tokenizer: Tokenizer, path: str 
     return Coverage(looked_up, exact, lowercase)
 
 
-def write_vectors(embedding: torch.nn.Embedding, tokenizer: Tokenizer, path: str | Path) -> int:
+def write_vectors(embedding: torch.nn.Embedding, tokenizer: Tokenizer, path: str | Path, overwrite: bool = False) -> int:
     """Write the tokenizer's words (special tokens and words with whitespace left out) and
-    their rows of ``embedding`` in the text format, with a header; returns how many."""
+    their rows of ``embedding`` in the text format, with a header; returns how many.
+
+    The file is written under a temporary name and renamed, so a failed write leaves no
+    half file (and whatever was at ``path`` in place).
+
+    Raises:
+        SeqkitError: ``path`` exists (without ``overwrite``), is a directory, is in a
+            directory that does not exist, or cannot be written.
+    """
+    path = check_new_file(path, overwrite)
     weight = embedding.weight.detach().float().cpu().numpy()
     words = sorted(((index, word) for word, index in tokenizer.get_vocab().items()
                     if word not in SPECIAL_TOKENS and word and not any(ch.isspace() for ch in word)))  # fmt: skip
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
+    with new_file(path) as temporary, temporary.open("w", encoding="utf-8") as handle:
         handle.write(f"{len(words)} {weight.shape[1]}\n")
         for index, word in words:
             handle.write(word + " " + " ".join(f"{value:.6g}" for value in weight[index]) + "\n")
-    temporary.replace(path)
     return len(words)
