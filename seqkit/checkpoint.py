@@ -364,6 +364,8 @@ def check_new_file(path: str | Path, overwrite: bool = False, make_directory: bo
         raise SeqkitError(f"{path}: cannot write it: {blocked} is a file, not a directory (choose another path)")
     if not path.parent.is_dir() and not make_directory:
         raise SeqkitError(f"{path}: cannot write it: the directory {path.parent} does not exist (create it first, or choose another path)")
+    if (path.parent / CONFIG).is_file() and (path.parent / WEIGHTS).is_file():  # --overwrite never reaches a checkpoint's own files
+        raise SeqkitError(f"{path}: cannot write it: {path.parent} is a checkpoint directory, which only seqkit writes (choose a path outside it)")
     return path
 
 

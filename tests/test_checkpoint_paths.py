@@ -285,6 +285,10 @@ def test_export_embeddings_refusals_are_one_line(lm_run, vectors_run, tmp_path):
     _one_error(_cli(["export-embeddings", lm_run / "best", tmp_path / "afile" / "v.txt"]), f"{tmp_path / 'afile'} is a file, not a directory")
     _one_error(_cli(["export-embeddings", lm_run / "best", tmp_path]), f"{tmp_path}: is a directory: name the file to write")
     _one_error(_cli(["export", lm_run / "best", tmp_path / "afile" / "lm.zip"]), f"{tmp_path / 'afile'} is a file, not a directory")
+    weights = (lm_run / "best" / "model.safetensors").read_bytes()
+    _one_error(_cli(["export-embeddings", lm_run / "best", lm_run / "best" / "model.safetensors", "--overwrite"]),
+               f"{lm_run}/best is a checkpoint directory, which only seqkit writes")
+    assert (lm_run / "best" / "model.safetensors").read_bytes() == weights
     assert sorted(path.name for path in tmp_path.iterdir()) == ["afile"]
 
 
