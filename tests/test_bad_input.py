@@ -522,6 +522,8 @@ RECIPE_ROWS = [
     ("unknown key, nothing close", RECIPE + "model:\n  colour: red\n", [], [r"^{file}:4: model\.colour: unknown key$"]),
     ("unknown section", RECIPE + "modle:\n  hidden_size: 12\n", [], [r"^{file}:3: modle: unknown key \(did you mean model\?\)$"]),
     ("a key in the wrong section", RECIPE + "train:\n  hidden_size: 12\n", [], [r"^{file}:4: train\.hidden_size: unknown key \(did you mean model\.hidden_size\?\)$"]),
+    ("a tagging key on a language model, as YAML spells its default", RECIPE + "model: {crf: true}\n", [], [r"^{file}:3: model\.crf: only tagging uses it; remove it or set false$"]),
+    ("a boolean for the threads", RECIPE + "train: {threads: true}\n", [], [r"^{file}:3: train\.threads: expected auto or a number of threads from 1 to 1024, got true$"]),
     ("a misspelt key at the top", RECIPE + "optimiser: adam\n", [], [r"^{file}:3: optimiser: unknown key \(did you mean train\.optimizer\?\)$"]),
     ("two problems at once", RECIPE + "model:\n  hiden_size: 12\n  num_layers: 0\n", [],
      [r"^{file}:4: model\.hiden_size: unknown key", r"^{file}:5: model\.num_layers: Input should be greater than or equal to 1, got 0$"]),
