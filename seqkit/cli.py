@@ -106,9 +106,9 @@ def main() -> None:
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe value (parsed as YAML); repeatable.")
-@click.option("--output-dir", type=click.Path(file_okay=False), help="Write the run here instead of the recipe's output_dir.")
+@click.option("--output-dir", type=click.Path(), help="Write the run here instead of the recipe's output_dir.")  # a file there: one line from train
 @click.option("--resume", is_flag=True, help="Continue the run in the output directory from its last/ checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Replace a run already in the output directory.")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in the output directory, once the new run has made its first step.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-evaluation lines.")
 @click.option("--print-config", is_flag=True, help="Print the resolved recipe, every default included, and exit.")
 @click.option("--threads", type=click.IntRange(1, 1024), help="CPU threads to train with (the same as --set train.threads=N) [default: the recipe's].")
@@ -149,7 +149,7 @@ def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], r
         return
     if result.sample is not None and not quiet:
         click.echo(f"\nsample ({loaded.generate.max_tokens} tokens, temperature {loaded.generate.temperature}):\n{result.sample}\n")
-    summary = [f"trained {result.steps:,} steps"]
+    summary = [f"trained {result.steps:,} step{'s' if result.steps != 1 else ''}"]
     if result.skipped_batches:
         summary[0] += f" ({result.skipped_batches:,} batches skipped: NaN or infinite loss or gradient)"
     for split, metrics in (("valid", result.best_metrics), ("test", result.test_metrics)):

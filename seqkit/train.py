@@ -11,12 +11,17 @@ Faults lose nothing saved: Ctrl-C or SIGTERM saves ``last/`` after the step in h
 non-finite loss or gradient stops the run (or skips the batch) before the optimizer
 step; the run directory and the free space are checked before training starts; a save
 that fails leaves the checkpoints before it in place (``checkpoint.save_checkpoint``).
+
+Nothing a user owns is replaced: seqkit trains only into an empty directory or one of its
+own run directories (``_seqkit_run``), one run at a time (``_RunLock``), and ``overwrite``
+removes the old run only once the new one has made its first step.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+import yaml
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from tqdm import tqdm
@@ -52,6 +58,11 @@ from .vectors import load_vectors
 _FIXED_SECTIONS = ("task", "seed", "data", "tokenizer", "model")
 # train.on_nonfinite: skip gives up after this many batches in a row with a NaN or inf loss or gradient.
 MAX_SKIPPED_IN_A_ROW = 100
+# In every run directory: marks it as seqkit's, and the run writing it holds an flock on it (its PID inside).
+RUN_MARKER = ".seqkit-run"
+# What a run writes at the top of its directory: what --overwrite removes (nothing else there is touched).
+_RUN_FILES = ("metrics.jsonl", CONFIG, TOKENIZER, LABELS, TARGET_TOKENIZER, "error.log")
+_RUN_DIRECTORIES = ("last", "best", "last.old", "best.old", "tb")
 
 
 class TrainingInterrupted(SeqkitError):
@@ -103,7 +114,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
         recipe: a validated recipe (``config.load_recipe``).
         resume: continue the run in ``recipe.output_dir`` from its ``last/`` checkpoint.
         overwrite: replace a run already in ``recipe.output_dir``.
-        quiet: print nothing but the final summary.
+        quiet: print nothing but what ``model.init_from`` loaded and the final summary.
 
     Returns:
         A ``TrainResult``.
@@ -113,11 +124,13 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
             after ``last/`` was saved (``TrainingInterrupted``), or a full disk or lost
             directory (naming the checkpoints still intact).
     """
+    if resume and overwrite:
+        raise SeqkitError(f"{recipe.output_dir}: --resume continues the run there and --overwrite replaces it: pass one of them")
     excepthook = threading.excepthook
     threading.excepthook = _quiet_writer_errors(excepthook)
-    doing = _Doing()
+    doing, lock = _Doing(), _RunLock()
     try:
-        return _train(recipe, doing, resume=resume, overwrite=overwrite, quiet=quiet)
+        return _train(recipe, doing, lock, resume=resume, overwrite=overwrite, quiet=quiet)
     except NotTextError as error:  # the recipe's data files are read with data.encoding: name it as the fix
         raise error.naming("data.encoding") from None
     except OSError as error:  # a full disk, a directory gone or turned read-only: one line, and what is safe
@@ -125,6 +138,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, quie
     except RuntimeError as error:  # a kernel or library failure inside torch: one line, the traceback to a file
         raise SeqkitError(_describe_failure(error, doing.now, Path(recipe.output_dir))) from None
     finally:
+        lock.release()
         threading.excepthook = excepthook
 
 
@@ -135,7 +149,7 @@ class _Doing:
     now = "setting up"
 
 
-def _train(recipe: Recipe, doing: _Doing, *, resume: bool, overwrite: bool, quiet: bool) -> TrainResult:
+def _train(recipe: Recipe, doing: _Doing, lock: "_RunLock", *, resume: bool, overwrite: bool, quiet: bool) -> TrainResult:
     """``train`` itself: setup, the loop, the report (``train`` adds only the handling of
     OS errors and of failures inside torch)."""
     world = distributed.setup(recipe.train.device)  # one process, or those torchrun started
@@ -143,7 +157,7 @@ def _train(recipe: Recipe, doing: _Doing, *, resume: bool, overwrite: bool, quie
     say = (lambda message: None) if quiet or not world.main else tqdm.write
     run_dir = Path(recipe.output_dir)
     precision = resolve_precision(recipe.train.precision, device, recurrent_cells(recipe.model))  # auto: bf16 where it is native
-    world.on_main(_prepare_run_dir, run_dir, recipe, resume=resume, overwrite=overwrite)
+    world.on_main(_prepare_run_dir, run_dir, recipe, lock, resume=resume, overwrite=overwrite)  # DDP: rank 0 alone locks
     seed_everything(recipe.seed)
     tune_allocator()
 
@@ -181,7 +195,10 @@ def _train(recipe: Recipe, doing: _Doing, *, resume: bool, overwrite: bool, quie
     if source is not None:
         vocabularies = (load_tokenizer(source / TOKENIZER), tokenizer) if recipe.model.init_vocabulary == "task" else None
         report = transfer_weights(model, source, vocabularies)
-        say(report.describe())
+        if not report.loaded:  # init_from asks for these weights: training from scratch instead would waste the run
+            raise RecipeError([_nothing_transferred(report, recipe)])
+        if world.main:  # even with quiet: a fact about the run, printed once, not progress
+            tqdm.write(report.describe())
         transferred = set(report.loaded)
     state = load_trainer_state(run_dir / "last") if resume else None
     if state is not None:
@@ -208,16 +225,26 @@ def _train(recipe: Recipe, doing: _Doing, *, resume: bool, overwrite: bool, quie
         if world.main:
             _drop_records_after(run_dir / "metrics.jsonl", progress.step)
         say(f"resuming {run_dir} at step {progress.step} (epoch {progress.epoch}, batch {progress.batch_in_epoch})")
-    elif world.main:
-        (run_dir / CONFIG).write_text(_annotated_config(recipe, precision), encoding="utf-8")
-        if tokenizer is not None:
-            (run_dir / TOKENIZER).write_text(tokenizer.to_str(), encoding="utf-8")
-        if task.labels is not None:
-            write_labels(run_dir, task.labels)
 
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress.step if resume else None) if world.main else distributed.NullWriter()
-    if not resume and world.main:
-        _log_hparams(writer, recipe, task)
+    def start_writing() -> SummaryWriter:
+        """Write the new run's config.yaml, tokenizer and labels (not on resume) and open TensorBoard."""
+        if not world.main:
+            return distributed.NullWriter()
+        if not resume:
+            (run_dir / CONFIG).write_text(_annotated_config(recipe, precision), encoding="utf-8")
+            if tokenizer is not None:
+                (run_dir / TOKENIZER).write_text(tokenizer.to_str(), encoding="utf-8")
+            if task.labels is not None:
+                write_labels(run_dir, task.labels)
+        # resume: TensorBoard drops what the run logged after the step it continues from, and keeps that step
+        started = SummaryWriter(str(run_dir / "tb"), purge_step=progress.step + 1 if resume else None)
+        if not resume:
+            _log_hparams(started, recipe, task)
+        return started
+
+    # overwrite: the old run stays until the new one has read its data, built its model and made a step
+    replace_old_run = overwrite and world.main and _holds_run(run_dir)
+    writer = distributed.NullWriter() if replace_old_run else start_writing()
     say(f"{recipe.task}: {task.summary()}")
     say(f"model: {recipe.model.encoder} {recipe.model.num_layers}x{recipe.model.hidden_size}, "
         f"{count_parameters(model):,} parameters on {device}; {steps_per_epoch:,} step{'s' if steps_per_epoch != 1 else ''} per epoch")  # fmt: skip
@@ -294,6 +321,9 @@ def _train(recipe: Recipe, doing: _Doing, *, resume: bool, overwrite: bool, quie
 
                 progress.step += 1
                 progress.batch_in_epoch = index + 1
+                if replace_old_run:  # the first step is done: only now does the old run go
+                    _remove_run(run_dir)
+                    writer, replace_old_run = start_writing(), False
                 if end_of_epoch:
                     progress.epoch, progress.batch_in_epoch, carry = progress.epoch + 1, 0, None
                 bar.update()
@@ -437,11 +467,21 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _prepare_run_dir(run_dir: Path, recipe: Recipe, *, resume: bool, overwrite: bool) -> None:
-    """Check the output directory before any work: never lose a saved run by accident."""
+def _prepare_run_dir(run_dir: Path, recipe: Recipe, lock: "_RunLock", *, resume: bool, overwrite: bool) -> None:
+    """Check the output directory before any work, and lock it: never lose a saved run, or
+    a file seqkit did not write, by accident. ``overwrite`` removes nothing here: the old
+    run goes once the new one has made its first step (``_remove_run``)."""
+    if run_dir.is_dir() and not _seqkit_run(run_dir):
+        others = sorted(path.name for path in run_dir.iterdir())
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise SeqkitError(f"{run_dir}: not a seqkit run directory and not empty (it holds {shown}); seqkit never writes "
+                              "among files it did not write: choose a new or empty directory with --output-dir")  # fmt: skip
+    if resume and not run_dir.is_dir():
+        raise SeqkitError(f"{run_dir / 'last'}: nothing to resume (no checkpoint saved there yet)")
+    _check_writable(run_dir)  # before recover() renames anything; a file in the way is named there
+    lock.acquire(run_dir)
     if resume:
-        if run_dir.is_dir():
-            _check_writable(run_dir)  # before recover() renames anything
         recover(run_dir / "last")
         recover(run_dir / "best")
         if not (run_dir / "last").is_dir():
@@ -461,12 +501,101 @@ def _prepare_run_dir(run_dir: Path, recipe: Recipe, *, resume: bool, overwrite: 
             f"{run_dir}: already holds a run ({', '.join(existing)}); pass --resume to continue it, "
             "--overwrite to replace it, or --output-dir to train elsewhere"
         )
-    _check_writable(run_dir)
-    if overwrite:
-        for name in ("last", "best", "last.old", "best.old", "tb"):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in ("metrics.jsonl", CONFIG, TOKENIZER, LABELS, TARGET_TOKENIZER):
-            (run_dir / name).unlink(missing_ok=True)
+
+
+def _seqkit_run(run_dir: Path) -> bool:
+    """Whether seqkit wrote ``run_dir``: it holds ``RUN_MARKER``, or (a run of an earlier
+    seqkit, which wrote no marker) a ``last/`` or ``best/`` checkpoint, or a ``config.yaml``
+    with a recipe's sections beside the ``tb/`` or ``metrics.jsonl`` of a run (a recipe of
+    the user's alone does not make a directory seqkit's)."""
+    if (run_dir / RUN_MARKER).is_file():
+        return True
+    if any(_recipe_like(run_dir / name / CONFIG) for name in ("last", "best", "last.old", "best.old")):
+        return True
+    return _recipe_like(run_dir / CONFIG) and ((run_dir / "tb").is_dir() or (run_dir / "metrics.jsonl").is_file())
+
+
+def _recipe_like(config: Path) -> bool:
+    """Whether ``config`` is a YAML mapping with a recipe's task, model and train sections."""
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):  # absent, not text, not YAML: not seqkit's
+        return False
+    return isinstance(data, dict) and {"task", "model", "train"} <= data.keys()
+
+
+def _holds_run(run_dir: Path) -> bool:
+    """Whether a seqkit run directory holds anything of a run (what ``_remove_run`` removes)."""
+    return any((run_dir / name).exists() for name in (*_RUN_FILES, *_RUN_DIRECTORIES)) or any(run_dir.glob(".*.tmp-*"))
+
+
+def _remove_run(run_dir: Path) -> None:
+    """``overwrite``: remove what a run wrote at the top of ``run_dir`` (its checkpoints, their
+    leftovers of an interrupted save, metrics, TensorBoard, config.yaml, tokenizer, labels);
+    anything else there stays."""
+    for name in _RUN_DIRECTORIES:
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for leftover in run_dir.glob(".*.tmp-*"):  # a save interrupted by a kill (checkpoint.save_checkpoint)
+        shutil.rmtree(leftover, ignore_errors=True)
+    for name in _RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for log in run_dir.glob("error-rank*.log"):
+        log.unlink()
+
+
+class _RunLock:
+    """The lock a run holds on its directory while it writes it: an flock on ``RUN_MARKER``,
+    which holds the PID of the process that has it. The OS drops the lock when that process
+    ends, however it ends (kill -9 included), so a lock is never left behind."""
+
+    def __init__(self) -> None:
+        self.handle: Any = None
+        self.path: Optional[Path] = None
+
+    def acquire(self, run_dir: Path) -> None:
+        """Lock ``run_dir`` or say which process has it."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; runs are not locked there
+            return
+        path = run_dir / RUN_MARKER
+        while True:
+            handle = path.open("a+", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip()
+                handle.close()
+                who = f"process {holder}" if holder.isdigit() else "another process"
+                raise SeqkitError(f"{run_dir}: {who} is training into this directory now; wait for it to end or stop it, "
+                                  "or choose another directory with --output-dir") from None  # fmt: skip
+            try:
+                same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:  # the run before released it and removed it meanwhile
+                same = False
+            if same:
+                break
+            handle.close()  # locked a marker that is gone: take the one there now
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self.handle, self.path = handle, path
+
+    def release(self) -> None:
+        """Unlock; remove the marker when the run wrote nothing else (a run that stopped
+        before it started leaves the directory as it found it)."""
+        if self.handle is None:
+            return
+        run_dir = self.path.parent
+        try:
+            if not any(path.name != RUN_MARKER for path in run_dir.iterdir()):
+                self.path.unlink()
+        except OSError:
+            pass
+        self.handle.close()
+        self.handle = None
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -735,6 +864,26 @@ def _annotated_config(recipe: Recipe, precision: Precision) -> str:
     return text.replace(line, f"{line[:-1]}  # -> {precision.chosen} here ({precision.reason})\n", 1)
 
 
+def _nothing_transferred(report: Any, recipe: Recipe) -> str:
+    """The error for a ``model.init_from`` that fits none of the model's tensors: what did
+    not fit, the sizes the source was trained with where they differ, and the fix."""
+    problems = []
+    if report.skipped:
+        problems.append(f"{len(report.skipped)} differ in shape: " + ", ".join(report.skipped[:3]) + (", ..." if len(report.skipped) > 3 else ""))
+    if report.new:
+        problems.append(f"{len(report.new)} are not in it")
+    try:
+        saved, _ = read_config(report.source)  # the directory init_from resolved to (an archive's, a URL's)
+        sizes = [f"model.{key}: {getattr(saved.model, key)!r} there, {getattr(recipe.model, key)!r} here"
+                 for key in ("encoder", "embedding_dim", "hidden_size")  # what sizes the tensors of every layer
+                 if getattr(saved.model, key) != getattr(recipe.model, key)]  # fmt: skip
+    except SeqkitError:
+        sizes = []
+    differ = f"; {', '.join(sizes)}" if sizes else ""
+    return (f"model.init_from: {recipe.model.init_from}: none of its tensors fit this model ({'; '.join(problems)}){differ}: "
+            f"give the model the sizes of the source's config.yaml, or remove model.init_from to train from scratch")
+
+
 def _describe_eval(record: dict[str, Any], task) -> str:
     return f"step {record['step']:>6}  epoch {record['epoch']:.2f}  train loss {record['train_loss']:.4f}  valid {task.describe(record)}"
 
@@ -752,7 +901,23 @@ def _append_record(path: Path, record: dict[str, Any]) -> None:
     if not distributed.is_main():  # rank 0 writes metrics.jsonl
         return
     with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+        handle.write(_json_line(record) + "\n")
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    """A ``metrics.jsonl`` line in strict JSON: a NaN or infinite number (a loss when every
+    batch of the interval was skipped, a perplexity that overflowed) is written as null."""
+    return json.dumps(_finite(record), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _drop_records_after(path: Path, step: int) -> None:
@@ -765,5 +930,5 @@ def _drop_records_after(path: Path, step: int) -> None:
             records.append(json.loads(line))
         except ValueError:  # blank, or cut short by a kill or a full disk
             continue
-    kept = [json.dumps(r) for r in records if r.get("split") != "test" and (r.get("step") or 0) <= step]
+    kept = [_json_line(r) for r in records if r.get("split") != "test" and (r.get("step") or 0) <= step]
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")

@@ -72,8 +72,10 @@ class LanguageModelTask:
         # shift the chunk boundaries each epoch so every split point of the text is seen
         offset = epoch_offset(self.recipe.seed, epoch, train.bptt)
         if self.corpus is not None:  # DDP: each process reads only its own rows
+            offset %= max(1, self.train_tokens // train.batch_size // 2)  # a short text: no row is shifted past its end
             return StreamedText(self.corpus, self.tokenizer, train.batch_size, train.bptt, self.pad_id, offset, own_rows(train.batch_size), device)
-        stream = LMStream(self.train_stream, train.batch_size, train.bptt, self.pad_id, offset)
+        # a text shorter than the shift (a few words) is still read, not skipped: an empty epoch trains nothing
+        stream = LMStream(self.train_stream, train.batch_size, train.bptt, self.pad_id, offset % max(1, len(self.train_stream) - 1))
         stream.rows = shard_rows(stream.rows)  # DDP: this process's rows of the global batch
         return stream.to(device)
 
