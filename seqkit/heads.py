@@ -104,7 +104,7 @@ class LanguageModelHead(nn.Module):
         if self.clusters is None:
             logits = self.output(hidden)
             return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=self.pad_id, reduction="none").view_as(targets)
-        hidden, flat_targets = hidden.flatten(0, 1), targets.flatten()  # (tokens, dim), (tokens,)
+        hidden, flat_targets = hidden.flatten(0, 1), targets.flatten().contiguous()  # (tokens, dim), (tokens,)
         (shortlist_weight, *cluster_weights), (shortlist_bias, *cluster_biases) = self._pieces()
         shortlist = self.bounds[0]
         cluster_of = torch.bucketize(flat_targets, torch.tensor(self.bounds, device=targets.device), right=True) - 1  # -1: the shortlist

@@ -63,7 +63,7 @@ def choose_threads(requested: int | str | None = "auto") -> Threads:
         torch.set_num_threads(int(requested))
         return Threads(str(requested), int(requested), "as asked")
     if os.environ.get("OMP_NUM_THREADS"):
-        return Threads("auto", torch.get_num_threads(), "OMP_NUM_THREADS")
+        return Threads("auto", torch.get_num_threads(), "set by OMP_NUM_THREADS")
     cores = usable_cores()
     busy = min(cores - 1, max(0, round(os.getloadavg()[0]))) if hasattr(os, "getloadavg") else 0
     torch.set_num_threads(cores - busy)

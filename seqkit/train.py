@@ -48,7 +48,7 @@ from .encoders import State
 from .errors import CheckpointError, NotTextError, RecipeError, SeqkitError
 from .hub import resolve
 from .model import build_model, count_parameters, recurrent_cells
-from .runtime import Precision, autocast, resolve_precision, seed_everything, tune_allocator
+from .runtime import Precision, Threads, autocast, choose_threads, resolve_precision, seed_everything, tune_allocator
 from .tasks import TASKS
 from .tokenize import load_tokenizer, special_ids
 from .transfer import apply_freezing, layer_groups, parameter_groups, trainable_groups, transfer_weights
@@ -157,6 +157,7 @@ def _train(recipe: Recipe, doing: _Doing, lock: "_RunLock", *, resume: bool, ove
     say = (lambda message: None) if quiet or not world.main else tqdm.write
     run_dir = Path(recipe.output_dir)
     precision = resolve_precision(recipe.train.precision, device, recurrent_cells(recipe.model))  # auto: bf16 where it is native
+    threads = choose_threads(recipe.train.threads)  # auto: the cores other processes leave free
     world.on_main(_prepare_run_dir, run_dir, recipe, lock, resume=resume, overwrite=overwrite)  # DDP: rank 0 alone locks
     seed_everything(recipe.seed)
     tune_allocator()
@@ -231,7 +232,7 @@ def _train(recipe: Recipe, doing: _Doing, lock: "_RunLock", *, resume: bool, ove
         if not world.main:
             return distributed.NullWriter()
         if not resume:
-            (run_dir / CONFIG).write_text(_annotated_config(recipe, precision), encoding="utf-8")
+            (run_dir / CONFIG).write_text(_annotated_config(recipe, precision, threads), encoding="utf-8")
             if tokenizer is not None:
                 (run_dir / TOKENIZER).write_text(tokenizer.to_str(), encoding="utf-8")
             if task.labels is not None:
@@ -249,6 +250,7 @@ def _train(recipe: Recipe, doing: _Doing, lock: "_RunLock", *, resume: bool, ove
     say(f"model: {recipe.model.encoder} {recipe.model.num_layers}x{recipe.model.hidden_size}, "
         f"{count_parameters(model):,} parameters on {device}; {steps_per_epoch:,} step{'s' if steps_per_epoch != 1 else ''} per epoch")  # fmt: skip
     say(precision.describe())
+    say(threads.describe())
     if world.distributed:
         say(f"distributed: {world.describe(recipe.train.batch_size)}")
 
@@ -854,14 +856,15 @@ def _log_hparams(writer: SummaryWriter, recipe: Recipe, task) -> None:
     writer.add_text("recipe", "    " + dump_recipe(recipe).replace("\n", "\n    "))
 
 
-def _annotated_config(recipe: Recipe, precision: Precision) -> str:
-    """The run's ``config.yaml``: the resolved recipe, its precision line saying what
-    ``auto`` chose on this machine (a comment, so the file still trains as a recipe)."""
+def _annotated_config(recipe: Recipe, precision: Precision, threads: Threads) -> str:
+    """The run's ``config.yaml``: the resolved recipe, its precision and threads lines saying
+    what ``auto`` chose on this machine (comments, so the file still trains as a recipe)."""
     text = dump_recipe(recipe)
-    if precision.requested == precision.chosen:
-        return text
-    line = f"  precision: {precision.requested}\n"
-    return text.replace(line, f"{line[:-1]}  # -> {precision.chosen} here ({precision.reason})\n", 1)
+    for key, choice in (("precision", precision), ("threads", threads)):
+        if choice.requested != str(choice.chosen):
+            line = f"  {key}: {choice.requested}\n"
+            text = text.replace(line, f"{line[:-1]}  # -> {choice.chosen} here ({choice.reason})\n", 1)
+    return text
 
 
 def _nothing_transferred(report: Any, recipe: Recipe) -> str:

@@ -111,7 +111,7 @@ def test_threads_auto_leaves_the_cores_other_processes_use(monkeypatch):
         assert choose_threads("auto").chosen == 1  # never fewer than one
         assert choose_threads(2).describe() == "threads: 2 -> 2 (as asked)" and torch.get_num_threads() == 2
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
-        assert choose_threads("auto").reason == "OMP_NUM_THREADS"
+        assert choose_threads("auto").reason == "set by OMP_NUM_THREADS"
     finally:
         torch.set_num_threads(before)
 

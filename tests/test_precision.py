@@ -148,3 +148,21 @@ def test_the_cpu_is_described_for_speed_figures(monkeypatch):
     assert describe_cpu().endswith(", no native bf16")
     _cpu_flags(monkeypatch, avx512_bf16=True)
     assert describe_cpu().endswith(", native bf16")
+
+
+def test_training_prints_its_threads_and_config_yaml_records_them(tiny_recipe, monkeypatch):
+    """``train.threads: auto`` says what it chose and why, like precision; ``--threads N``
+    is ``--set train.threads=N``."""
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(main, ["train", str(tiny_recipe), "--set", "train.max_steps=2"])
+        assert result.exit_code == 0, result.output + result.stderr
+        assert f"threads: auto -> {before} (set by OMP_NUM_THREADS)" in result.output.splitlines()  # the suite pins it (conftest)
+        config_text = Path("runs/tiny/config.yaml").read_text()
+        assert f"  threads: auto  # -> {before} here (set by OMP_NUM_THREADS)\n" in config_text
+        forced = CliRunner().invoke(main, ["train", str(tiny_recipe), "--set", "train.max_steps=2", "--threads", "1", "--output-dir", "runs/one"])
+        assert forced.exit_code == 0, forced.output + forced.stderr
+        assert "threads: 1 -> 1 (as asked)" in forced.output.splitlines() and torch.get_num_threads() == 1
+        assert load_recipe("runs/one/config.yaml").train.threads == 1
+    finally:
+        torch.set_num_threads(before)
