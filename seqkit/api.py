@@ -4,6 +4,8 @@
 
     lm = seqkit.LanguageModel.from_pretrained("runs/lm/best")
     lm.generate("the whale", max_tokens=30, temperature=0.8, top_k=40, seed=1)
+    for piece in lm.stream("the whale", max_tokens=300):   # the text as it is generated
+        print(piece, end="", flush=True)
     lm.evaluate("data/moby-dick/test.txt")["perplexity"]
 
     tagger = seqkit.Tagger.from_pretrained("runs/ner/best")
@@ -35,7 +37,7 @@ from tokenizers import Tokenizer
 
 from .checkpoint import check_save_target, save_checkpoint
 from .config import Recipe, is_text_encoding
-from .decoding import generate_text
+from .decoding import NO_REPEAT_NGRAM_SIZE, SAMPLING_SETTINGS, check_settings as _check_limits, stream_language_model
 from .data import read_conll, read_examples, truncate
 from .errors import NotTextError
 from .hub import open_checkpoint
@@ -141,41 +143,103 @@ class LanguageModel(Pretrained):
         seed: Optional[int] = None,
         num: Optional[int] = None,
         beam: Optional[int] = None,
+        no_repeat_ngram_size: Optional[int] = None,
     ) -> Union[str, list[str]]:
         """Continue a prompt by sampling, or by beam search of width ``beam`` (the most
         likely continuation, up to the end of the paragraph or ``max_tokens``).
 
         Settings left as ``None`` come from the recipe's ``generate`` section. The same
-        seed gives the same text.
+        seed gives the same text. Ranges (both ends included): ``max_tokens`` 1 to
+        100,000; ``temperature`` 0 (greedy) to 100; ``top_k`` 1 to 1,000,000; ``top_p``
+        above 0 to 1; ``num`` 1 to 1,000; ``beam`` 1 to 100; ``no_repeat_ngram_size`` 0
+        to 100; ``seed`` 0 to 2**63 - 1.
+
+        Args:
+            prompt: the text to continue; it starts the result exactly as given.
+            max_tokens: the most tokens to generate (sampling writes this many).
+            temperature, top_k, top_p: sampling settings; beam search takes none of them.
+            seed: seeds the sampler (``None``: a different text each time).
+            num: how many texts, sampled together (not with ``beam``).
+            beam: beam search of this width instead of sampling. It ends at the
+                paragraph's end (the ``<eos>`` the model learned after each line of its
+                training text) or at ``max_tokens``.
+            no_repeat_ngram_size: beam search only: never repeat an n-gram of this many
+                tokens, the prompt's included (default 3; 0 allows repeats, which beam
+                search on a language model falls into, looping on one phrase).
 
         Returns:
-            The prompt and its continuation; a list of ``num`` texts when ``num`` is given.
-            An empty or whitespace-only prompt starts a new paragraph.
+            The prompt as given followed by its continuation (tokens joined as the
+            tokenizer decodes them: by spaces for a word-level one; each ``<eos>`` a line
+            break); a list of ``num`` texts when ``num`` is given. An empty or
+            whitespace-only prompt starts a new paragraph.
 
         Raises:
             TypeError: a prompt that is not a string.
-            ValueError: a setting out of its range, naming it.
+            ValueError: a setting out of its range, or settings that do not go together,
+                naming them.
         """
+        options = self._generation_options(prompt, max_tokens, temperature, top_k, top_p, seed, num, beam, no_repeat_ngram_size)
+        texts: list[list[str]] = [[] for _ in range(options["num"])]
+        for index, piece in stream_language_model(self.model, self.tokenizer, prompt, **options):
+            texts[index].append(piece)
+        return ["".join(pieces) for pieces in texts] if num is not None else "".join(texts[0])
+
+    def stream(
+        self,
+        prompt: str = "",
+        *,
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        seed: Optional[int] = None,
+        num: Optional[int] = None,
+        beam: Optional[int] = None,
+        no_repeat_ngram_size: Optional[int] = None,
+    ) -> Union[Iterator[str], Iterator[tuple[int, str]]]:
+        """``generate`` as it goes: an iterator over the text's pieces, the prompt first,
+        then the continuation a token at a time as it is generated (beam search: all of
+        it when the search ends). Joined, the pieces are what ``generate`` returns with
+        the same settings and seed. Stop reading (or press Ctrl-C) and what came so far is
+        yours; generation stops there.
+
+        With ``num`` given, the ``num`` texts are generated together and the iterator
+        yields ``(index, piece)``: which text (0 to ``num - 1``) the piece belongs to.
+
+        ::
+
+            for piece in lm.stream("the whale", max_tokens=200, temperature=0.8, seed=1):
+                print(piece, end="", flush=True)
+
+        The settings are ``generate``'s, checked before the iterator is returned.
+        """
+        options = self._generation_options(prompt, max_tokens, temperature, top_k, top_p, seed, num, beam, no_repeat_ngram_size)
+        pieces = stream_language_model(self.model, self.tokenizer, prompt, **options)
+        return pieces if num is not None else (piece for _, piece in pieces)
+
+    def _generation_options(self, prompt: Any, max_tokens: Optional[int], temperature: Optional[float], top_k: Optional[int],
+                            top_p: Optional[float], seed: Optional[int], num: Optional[int], beam: Optional[int],
+                            no_repeat_ngram_size: Optional[int]) -> dict[str, Any]:  # fmt: skip
+        """The checked settings of ``generate`` and ``stream``, the recipe's where ``None``."""
         if not isinstance(prompt, str):
             raise TypeError(f"prompt: expected a string, not {type(prompt).__name__}")
         _check_encodable("prompt", prompt)
-        _check_settings(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num=num, beam=beam)
+        _check_generation(beam=beam, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num=num,
+                          no_repeat_ngram_size=no_repeat_ngram_size)  # fmt: skip
         if beam and (num or 1) > 1:
             raise ValueError("beam search gives the single most likely text: leave num out")
         defaults = self.recipe.generate
-        texts = generate_text(
-            self.model,
-            self.tokenizer,
-            prompt,
-            max_tokens if max_tokens is not None else defaults.max_tokens,
-            temperature=temperature if temperature is not None else defaults.temperature,
-            top_k=top_k if top_k is not None else defaults.top_k,
-            top_p=top_p if top_p is not None else defaults.top_p,
-            num=num or 1,
-            seed=seed,
-            beam=beam,
-        )
-        return texts if num is not None else texts[0]
+        options: dict[str, Any] = {"max_tokens": max_tokens if max_tokens is not None else defaults.max_tokens, "num": num or 1, "beam": beam}
+        if beam:
+            options["no_repeat_ngram_size"] = no_repeat_ngram_size if no_repeat_ngram_size is not None else NO_REPEAT_NGRAM_SIZE
+        else:
+            options.update(
+                temperature=temperature if temperature is not None else defaults.temperature,
+                top_k=top_k if top_k is not None else defaults.top_k,
+                top_p=top_p if top_p is not None else defaults.top_p,
+                seed=seed,
+            )
+        return options
 
     def evaluate(self, path: Union[str, Path], batch_size: int = 10, encoding: str = "utf-8") -> dict[str, Any]:
         """Perplexity on a text file (in ``encoding``): ``loss``, ``perplexity``, ``tokens``,
@@ -451,13 +515,18 @@ class Generator(Pretrained):
         """Generate ``num`` texts from ``condition`` by sampling, or the best one by beam search.
 
         Settings left as ``None`` come from the recipe's ``generate`` section; temperature 0
-        is greedy. The same seed gives the same texts.
+        is greedy. The same seed gives the same texts. Ranges (both ends included): ``num``
+        1 to 1,000; ``max_length`` 1 to 100,000; ``temperature`` 0 to 100; ``top_k`` 1 to
+        1,000,000; ``top_p`` above 0 to 1; ``beam`` 1 to 100; ``seed`` 0 to 2**63 - 1.
+        Beam search takes no sampling setting (``temperature``, ``top_k``, ``top_p``).
 
         Raises:
-            ValueError: an unknown condition (the message lists the known ones), or a
-                setting out of its range.
+            ValueError: an unknown condition (the message lists the known ones), a
+                setting out of its range, or sampling settings with ``beam``.
         """
-        _check_settings(num=num, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_length=max_length, beam=beam)
+        _check_generation(num=num, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_length=max_length, beam=beam)
+        if beam and num > 1:
+            raise ValueError("beam search gives the single most likely text: leave num out")
         defaults = self.recipe.generate
         return generate_texts(
             self.model, self.tokenizer, self.labels, condition, num, max_length or defaults.max_tokens,
@@ -584,6 +653,22 @@ def _check_settings(**settings: Any) -> None:
 def _say(message: str) -> None:
     """A line for the user about what was loaded (which checkpoint of a run directory)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def _check_generation(beam: Optional[int] = None, no_repeat_ngram_size: Optional[int] = None, **settings: Any) -> None:
+    """``_check_settings`` for generation, then each setting's whole range
+    (``decoding.LIMITS``) and the settings that do not go together: sampling settings
+    with ``beam``, ``no_repeat_ngram_size`` without it."""
+    if no_repeat_ngram_size is not None and (not isinstance(no_repeat_ngram_size, numbers.Integral) or isinstance(no_repeat_ngram_size, bool)):
+        raise ValueError(f"no_repeat_ngram_size: expected an integer from 0 to 100, not {no_repeat_ngram_size!r}")
+    _check_settings(beam=beam, **settings)
+    _check_limits(beam=beam, no_repeat_ngram_size=no_repeat_ngram_size, **settings)
+    if beam is not None:
+        sampling = [name for name in SAMPLING_SETTINGS if settings.get(name) is not None]
+        if sampling:
+            raise ValueError(f"{', '.join(sampling)}: beam search samples nothing (it finds the most likely text); leave {'them' if len(sampling) > 1 else 'it'} out, or beam")
+    elif no_repeat_ngram_size is not None:
+        raise ValueError("no_repeat_ngram_size: a setting of beam search; give beam too, or leave it out")
 
 
 def _check_path(path: Any) -> None:

@@ -353,28 +353,51 @@ def _format_doc(doc, output_format: str) -> str:
     return "".join(marked) + doc.text[cursor:]
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> Optional[float]:
+    if value is not None and value != value:  # NaN passes every range test
+        raise click.BadParameter("nan is not a number", ctx=ctx, param=param)
+    return value
+
+
 @main.command()
 @click.argument("checkpoint")
-@click.option("--prompt", default="", help="Text to continue (language models).")
+@click.option("--prompt", default="", help="Text to continue (language models); the output starts with it as typed.")
 @click.option("--condition", help="What to generate from (generators: e.g. female); see seqkit info.")
-@click.option("--num", default=1, show_default=True, type=click.IntRange(min=1), help="How many texts.")
-@click.option("--max-tokens", type=click.IntRange(min=1), help="Tokens to generate at most [default: the recipe's].")
-@click.option("--temperature", type=click.FloatRange(min=0.0), help="Sampling temperature; 0 is greedy [default: the recipe's].")
-@click.option("--top-k", type=click.IntRange(min=1), help="Sample among the K most likely tokens.")
-@click.option("--top-p", type=click.FloatRange(min=0.0, max=1.0, min_open=True), help="Sample within the nucleus of probability P.")
-@click.option("--beam", type=click.IntRange(min=1), help="Beam search of this width instead of sampling: the single most likely text.")
+@click.option("--num", default=1, show_default=True, type=click.IntRange(1, 1_000), help="How many texts.")
+@click.option("--max-tokens", type=click.IntRange(1, 100_000), help="Tokens to generate at most [default: the recipe's].")
+@click.option("--temperature", type=click.FloatRange(0.0, 100.0), callback=_finite,
+              help="Sampling temperature; 0 is greedy [default: the recipe's].")
+@click.option("--top-k", type=click.IntRange(1, 1_000_000), help="Sample among the K most likely tokens.")
+@click.option("--top-p", type=click.FloatRange(0.0, 1.0, min_open=True), callback=_finite,
+              help="Sample within the nucleus of probability P.")
+@click.option("--beam", type=click.IntRange(1, 100), help="Beam search of this width instead of sampling: the single most likely "
+              "text, to the paragraph's end or --max-tokens. Takes no --temperature, --top-k or --top-p.")
+@click.option("--no-repeat-ngram-size", type=click.IntRange(0, 100), metavar="N",
+              help="With --beam (language models): never repeat an N-gram, the prompt's included; 0 allows repeats [default: 3].")
 @click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), help="Seed: the same seed gives the same text.")
 def generate(checkpoint: str, prompt: str, condition: Optional[str], num: int, max_tokens: Optional[int], temperature: Optional[float],
-             top_k: Optional[int], top_p: Optional[float], beam: Optional[int], seed: Optional[int]) -> None:  # fmt: skip
-    """Generate text from a language model or a generator CHECKPOINT."""
+             top_k: Optional[int], top_p: Optional[float], beam: Optional[int], no_repeat_ngram_size: Optional[int], seed: Optional[int]) -> None:  # fmt: skip
+    """Generate text from a language model or a generator CHECKPOINT.
+
+    A language model's text prints as it is generated (with --num, the first text does and
+    the others follow when they are done); Ctrl-C keeps what was printed and exits 130.
+    """
     from .api import Generator, LanguageModel, load
 
+    if beam is not None:  # checked before the checkpoint is read
+        sampling = [option for option, value in (("--temperature", temperature), ("--top-k", top_k), ("--top-p", top_p)) if value is not None]
+        if sampling:
+            raise click.UsageError(f"--beam finds the most likely text and samples nothing: leave out {', '.join(sampling)} (or --beam)")
+        if num > 1:
+            raise click.UsageError("--beam gives the single best text; leave --num out")
+    elif no_repeat_ngram_size is not None:
+        raise click.UsageError("--no-repeat-ngram-size is a setting of beam search: give --beam too, or leave it out")
     model = load(checkpoint)
     if isinstance(model, Generator):
         if prompt:
             raise click.UsageError("a generator writes from a --condition, not a --prompt")
-        if beam and num > 1:
-            raise click.UsageError("--beam gives the single best text; leave --num out")
+        if no_repeat_ngram_size is not None:
+            raise click.UsageError("--no-repeat-ngram-size is for language models")
         try:
             texts = model.generate(condition, num=num, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, max_length=max_tokens, beam=beam)
         except ValueError as error:
@@ -385,13 +408,27 @@ def generate(checkpoint: str, prompt: str, condition: Optional[str], num: int, m
         raise click.UsageError(f"{checkpoint} holds a {model.task} model; generate needs a language model or a generator")
     if condition is not None:
         raise click.UsageError("--condition is for generators; a language model continues a --prompt")
-    if beam and num > 1:
-        raise click.UsageError("--beam gives the single best text; leave --num out")
     try:
-        texts = model.generate(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num=num, beam=beam)
+        pieces = model.stream(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num=num, beam=beam,
+                              no_repeat_ngram_size=no_repeat_ngram_size)  # fmt: skip
     except ValueError as error:  # a prompt that is not text (bytes that were not UTF-8, decoded by Python with surrogates)
         raise click.UsageError(str(error)) from None
-    click.echo("\n\n".join(texts))
+    others: list[list[str]] = [[] for _ in range(num)]
+    printed = False
+    try:
+        for index, piece in pieces:
+            if index == 0:
+                click.echo(piece, nl=False)  # flushed: the text shows as it comes
+                printed = True
+            else:
+                others[index].append(piece)
+        for index in range(1, num):
+            click.echo("\n\n" + "".join(others[index]), nl=False)
+        click.echo()
+    except KeyboardInterrupt:
+        if printed:
+            click.echo()  # what was printed stays, on its own line
+        raise
 
 
 @main.command()

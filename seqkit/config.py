@@ -190,10 +190,11 @@ class GenerateConfig(_Section):
     """Sampling settings: the sample printed after training, and `seqkit generate` defaults."""
 
     prompt: str = ""
-    max_tokens: int = Field(50, ge=1)
-    temperature: float = Field(1.0, gt=0.0)
-    top_k: Optional[int] = Field(None, ge=1)
-    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    # the ranges of seqkit generate's options (decoding.LIMITS)
+    max_tokens: int = Field(50, ge=1, le=100_000)
+    temperature: float = Field(1.0, gt=0.0, le=100.0, allow_inf_nan=False)
+    top_k: Optional[int] = Field(None, ge=1, le=1_000_000)
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0, allow_inf_nan=False)
 
 
 class Recipe(_Section):
