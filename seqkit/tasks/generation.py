@@ -9,6 +9,8 @@ held-out texts, copies of training texts, or new strings.
 
 from __future__ import annotations
 
+import difflib
+
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -170,8 +172,13 @@ def generate_texts(
     Raises:
         ValueError: an unknown condition, or none for a conditioned model.
     """
+    if labels.labels and condition is None:
+        raise ValueError(f"this generator writes from a condition: give one of {', '.join(labels.labels)} (seqkit generate: --condition)")
     if labels.labels and condition not in labels.labels:
-        raise ValueError(f"unknown condition {condition!r}: this model knows {', '.join(labels.labels)}")
+        lowered = {label.lower(): label for label in labels.labels}
+        close = difflib.get_close_matches(str(condition).lower(), list(lowered), n=1)
+        hint = f" (did you mean {lowered[close[0]]!r}?)" if close else ""
+        raise ValueError(f"unknown condition {condition!r}{hint}: this model knows {', '.join(labels.labels)}")
     if not labels.labels and condition is not None:
         raise ValueError("this generator has no conditions: leave condition out")
     was_training = model.training
