@@ -791,7 +791,7 @@ INFERENCE_ROWS = TYPE_ROWS + [
                           ("top_p", 0), ("top_p", 1.5), ("num", 0), ("beam", 0), ("seed", -1), ("seed", "1")]],  # fmt: skip
     # a generator: conditions are checked
     ("generation", "a known condition", "a", {}, Works(lambda texts: len(texts) == 1 and isinstance(texts[0], str))),
-    ("generation", "no condition", None, {}, Fails(r"^unknown condition None: this model knows a, b$", ValueError)),
+    ("generation", "no condition", None, {}, Fails(r"^this generator writes from a condition: give one of a, b \(seqkit generate: --condition\)$", ValueError)),
     ("generation", "an unknown condition", "female", {}, Fails(r"^unknown condition 'female': this model knows a, b$", ValueError)),
     ("generation", "a number for a condition", 5, {}, Fails(r"^unknown condition 5", ValueError)),
     ("generation", "num 0", "a", {"num": 0}, Fails(r"^num: expected an integer >= 1, not 0$", ValueError)),
