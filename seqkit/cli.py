@@ -62,10 +62,17 @@ def _usage_error(error: click.UsageError) -> NoReturn:
     if isinstance(error, click.exceptions.NoArgsIsHelpError):  # plain ``seqkit``: the help, as ``seqkit --help``
         click.echo(error.ctx.get_help())
         sys.exit(0)
-    command = error.ctx.command_path if error.ctx is not None else "seqkit"
     message = " ".join(error.format_message().split()).rstrip(".")
-    click.echo(f"seqkit: error: {message} (see {command} --help)", err=True)
+    if _is_parse_error(error):  # what the arguments should have been is in --help; a command's own refusal says the fix itself
+        message += f" (see {error.ctx.command_path if error.ctx is not None else 'seqkit'} --help)"
+    click.echo(f"seqkit: error: {message}", err=True)
     sys.exit(2)
+
+
+def _is_parse_error(error: click.UsageError) -> bool:
+    """Whether click raised ``error`` parsing the command line (rather than a command raising it)."""
+    parsing = (click.BadParameter, click.NoSuchOption, click.BadOptionUsage, click.BadArgumentUsage, click.MissingParameter)
+    return isinstance(error, parsing) or error.message.startswith(("No such command", "Got unexpected extra argument"))
 
 
 def _check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -99,7 +99,9 @@ def test_ctrl_c_keeps_what_was_printed_and_exits_130(tiny_lm):
     source = str(Path(seqkit.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "seqkit", "generate", str(tiny_lm), "--prompt", "The WHALE", "--max-tokens", "100000", "--seed", "1"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # a Ctrl-C reaches it even where this test runs with SIGINT ignored (a background job of a script)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         printed = b""
         while len(printed) < len("The WHALE") + 30:  # the prompt and several generated words are out
