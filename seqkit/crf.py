@@ -7,7 +7,8 @@ The score of a tag sequence ``y`` for emissions ``E`` (batch, time, num_tags) is
 and training maximises ``score(y_gold) - log sum_y exp(score(y))``; the sum over every
 sequence is the batched forward algorithm, the best sequence is Viterbi. Sequences are
 left-aligned: ``mask`` (batch, time) is true on real tokens, and every sequence has at
-least one. At decoding time, transitions a tag scheme forbids (``O -> I-X``) are excluded.
+least one. At decoding time, transitions a tag scheme forbids (``O -> I-X``) are excluded;
+plain tags (scheme ``none``) forbid none, so every transition is learned and free.
 """
 
 from __future__ import annotations
