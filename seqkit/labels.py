@@ -91,7 +91,7 @@ def tag_problem(previous: str, tag: str, scheme: str) -> Optional[str]:
     allowed_prefixes = _PREFIXES[scheme]
     if tag != OUTSIDE and (prefix not in allowed_prefixes or not label):
         if scheme_of(tag) == "bioes":
-            return f"tag {tag!r} is a bioes tag, not O or {'/'.join(allowed_prefixes)}-TYPE (set data.scheme: bioes for a BIOES file)"
+            return f"tag {tag!r} is not O or {'/'.join(allowed_prefixes)}-TYPE ({scheme} scheme) but a bioes tag: for a BIOES file, set data.scheme: bioes"
         return (f"tag {tag!r} is not O or {'/'.join(allowed_prefixes)}-TYPE ({scheme} scheme); "
                 "for plain tags such as parts of speech, set data.scheme: none")  # fmt: skip
     previous_prefix, previous_label = split_tag(previous)
