@@ -146,7 +146,7 @@ def test_mixed_entity_and_plain_tags_are_named(tmp_path):
     path = _write_pos_recipe(tmp_path, scheme="bio", train=str(tmp_path / "mixed.conll"))
     result = CliRunner().invoke(main, ["train", path])
     assert result.exit_code == 2
-    assert f"mixed.conll:4: tag 'DT' is a plain tag, but line 1 has the entity tag 'B-PER'" in result.stderr
+    assert "mixed.conll:4: tag 'DT' is a plain tag, but line 1 has the entity tag 'B-PER'" in result.stderr
     assert "mixes bio and plain tags" in result.stderr
 
 
@@ -161,3 +161,18 @@ def test_plain_scheme_refuses_an_entity_tag_scheme(tmp_path):
     path = _write_pos_recipe(tmp_path)
     result = CliRunner().invoke(main, ["train", path, "--set", "model.tag_scheme=bioes"])
     assert result.exit_code == 2 and "model.tag_scheme" in result.stderr and "set it to null" in result.stderr
+
+
+def test_plain_tagger_resumes_and_info_lists_its_tags(tmp_path):
+    path = _write_pos_recipe(tmp_path)
+    runner = CliRunner()
+    first = runner.invoke(main, ["train", path, "--set", "train.max_steps=10", "--quiet"])
+    assert first.exit_code == 0, first.output
+    # --resume rebuilds the task from last/'s labels.json (the plain tags, in its order)
+    resumed = runner.invoke(main, ["train", path, "--set", "train.max_steps=10", "--quiet", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.output.split(";")[:2] == first.output.split(";")[:2]  # trained 10 steps; the same valid scores
+    last = seqkit.load(tmp_path / "runs" / "pos" / "last", device="cpu")
+    assert last.info["step"] == 10 and last.labels.scheme == "none"
+    info = runner.invoke(main, ["info", str(tmp_path / "runs" / "pos" / "best")])
+    assert f"{len(last.labels.labels)} tags (none): " in info.output and ", at, " in info.output
