@@ -176,3 +176,22 @@ def test_plain_tagger_resumes_and_info_lists_its_tags(tmp_path):
     assert last.info["step"] == 10 and last.labels.scheme == "none"
     info = runner.invoke(main, ["info", str(tmp_path / "runs" / "pos" / "best")])
     assert f"{len(last.labels.labels)} tags (none): " in info.output and ", at, " in info.output
+
+
+def test_two_processes_train_a_plain_tagger_like_one(tmp_path):
+    from test_distributed import BATCH, PROCESSES, TRAIN_ALL, _torchrun, assert_same_training
+
+    from seqkit.config import load_recipe
+    from seqkit.train import train
+
+    recipe = yaml.safe_load(open(_write_pos_recipe(tmp_path), encoding="utf-8"))
+    recipe["model"]["dropout"] = 0.0  # dropout draws differ between one process and two
+    recipe["train"] = {**recipe["train"], "batch_size": BATCH, "max_steps": 8, "eval_every": 4, "log_every": 2}
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    (tmp_path / "train_all.py").write_text(TRAIN_ALL, encoding="utf-8")
+    completed = _torchrun("train_all.py", str(path), cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    single = tmp_path / "runs" / "single"
+    train(load_recipe(path, [f"train.batch_size={PROCESSES * BATCH}", f"output_dir={single}"]), quiet=True)
+    assert_same_training(tmp_path / "runs" / "pos", single)
