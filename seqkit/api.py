@@ -264,7 +264,9 @@ class Doc:
     """A tagged text: its words, one tag per word, and the entities they form.
 
     ``offsets[i]`` is the ``(start, end)`` of ``tokens[i]`` in ``text``. For pre-tokenized
-    input, ``text`` is the words joined by single spaces.
+    input, ``text`` is the words joined by single spaces. A tagger of plain tags (trained
+    with ``data.scheme: none``: parts of speech and the like) gives each word its tag in
+    ``tags`` and leaves ``spans`` empty: such tags form no entities.
     """
 
     text: str
@@ -329,14 +331,16 @@ class Tagger(Pretrained):
         docs = []
         for (text, words, offsets), sentence_tags in zip(words_and_offsets, tags):
             entities = []
-            for first, last, label in spans(sentence_tags):
+            for first, last, label in spans(sentence_tags, self.labels.data_scheme):
                 start, end = offsets[first][0], offsets[last - 1][1]
                 entities.append(Span(start, end, label, text[start:end]))
             docs.append(Doc(text, words, offsets, sentence_tags, entities))
         return docs[0] if single else docs
 
     def evaluate(self, path: Union[str, Path], batch_size: int = 64, encoding: str = "utf-8") -> dict[str, Any]:
-        """Entity precision, recall and F1, micro and per type, on a CoNLL file (in
+        """Entity precision, recall and F1, micro and per type, and token accuracy -- or, for
+        plain tags (``data.scheme: none``), token accuracy, accuracy on words outside the
+        vocabulary and per-tag precision, recall and F1 (``per_tag``) -- on a CoNLL file (in
         ``encoding``) read with the recipe's column and scheme settings."""
         _check_path(path)
         _check_settings(batch_size=batch_size)

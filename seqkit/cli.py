@@ -176,7 +176,8 @@ def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], r
 @_threads_option
 def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Optional[int], beam: Optional[int], encoding: str, threads: Optional[int]) -> None:
     """Evaluate CHECKPOINT on a data file: perplexity for a language model; entity
-    precision, recall and F1 (per type and micro) for a tagger; accuracy, macro-F1 and
+    precision, recall and F1 (per type and micro) and token accuracy for a tagger (plain
+    tags: token accuracy, on unseen words too, and per-tag scores); accuracy, macro-F1 and
     per-class scores for a classifier; MAE and RMSE (and the mean baseline's) for regression."""
     from .api import load
     from .errors import NotTextError
@@ -214,10 +215,18 @@ def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Option
                    f"(always predicting the training mean: MAE {_number(metrics['baseline_mae'])}, RMSE {_number(metrics['baseline_rmse'])})")  # fmt: skip
         for name, scores in metrics.get("per_output", {}).items():
             click.echo(f"  {name}: MAE {_number(scores['mae'])}, RMSE {_number(scores['rmse'])}")
+    elif "per_tag" in metrics:  # plain tags (data.scheme: none): token accuracy, then each tag, the most frequent first
+        rows = sorted(metrics["per_tag"].items(), key=lambda row: (-row[1]["tokens"], row[0]))
+        width = max(len("tag"), *(len(name) for name, _ in rows))
+        click.echo(f"{data_path}: {metrics['sentences']:,} sentences, {metrics['tokens']:,} tokens; token accuracy {metrics['accuracy']:.4f}, "
+                   f"on the {metrics['unseen_tokens']:,} words outside the vocabulary {metrics['unseen_accuracy']:.4f}; macro-F1 {metrics['macro_f1']:.4f}")  # fmt: skip
+        click.echo(f"{'tag':<{width}}  precision  recall      f1    tokens")
+        for name, scores in rows:
+            click.echo(f"{name:<{width}}  {scores['precision']:9.4f}  {scores['recall']:6.4f}  {scores['f1']:6.4f}  {scores['tokens']:8,}")
     else:
         rows = [(name, scores) for name, scores in metrics["per_type"].items()] + [("micro", metrics)]
         width = max(len(name) for name, _ in rows)
-        click.echo(f"{data_path}: {metrics['sentences']:,} sentences")
+        click.echo(f"{data_path}: {metrics['sentences']:,} sentences, {metrics['tokens']:,} tokens; token accuracy {metrics['accuracy']:.4f}")
         click.echo(f"{'type':<{width}}  precision  recall      f1  entities")
         for name, scores in rows:
             click.echo(f"{name:<{width}}  {scores['precision']:9.4f}  {scores['recall']:6.4f}  {scores['f1']:6.4f}  {scores['entities']:8,}")
@@ -227,7 +236,7 @@ def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Option
 @click.argument("checkpoint")
 @click.argument("input_path", metavar="[INPUT|-]", default="-")
 @click.option("--format", "output_format", type=click.Choice(["text", "jsonl", "conll"]), default="text", show_default=True,
-              help="text: a tagger marks entities [like this](label), a classifier prints label, probability and text, "
+              help="text: a tagger marks entities [like this](label) (plain tags: word/TAG), a classifier prints label, probability and text, "
                    "a regression model its value(s) and text; jsonl: one JSON object per input; conll (taggers): a token and its tag a line.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 10_000), help="Inputs per batch.")
 @click.option("--beam", type=click.IntRange(1, 100), help="seq2seq: beam search of this width instead of greedy decoding.")
@@ -260,7 +269,8 @@ def predict(checkpoint: str, input_path: str, output_format: str, batch_size: in
         if not chunk:
             return
         if isinstance(model, Tagger):
-            lines = [_format_doc(doc, output_format) for doc in model.tag(chunk, batch_size=batch_size)]
+            plain = model.labels.data_scheme == "none"
+            lines = [_format_doc(doc, output_format, plain) for doc in model.tag(chunk, batch_size=batch_size)]
         elif isinstance(model, Seq2Seq):
             outputs = model.predict(chunk, beam=beam, batch_size=batch_size)
             lines = [json.dumps({"text": item, "output": output}, ensure_ascii=False) if output_format == "jsonl" else f"{item}\t{' '.join(output)}"
@@ -348,11 +358,13 @@ def _format_prediction(item: Any, result: Any, output_format: str) -> str:
     return f"{result:.6g}\t{text}"
 
 
-def _format_doc(doc, output_format: str) -> str:
+def _format_doc(doc, output_format: str, plain: bool = False) -> str:
     if output_format == "jsonl":
         return json.dumps(doc.to_json(), ensure_ascii=False)
     if output_format == "conll":
         return "".join(f"{token}\t{tag}\n" for token, tag in zip(doc.tokens, doc.tags))
+    if plain:  # plain tags form no spans to mark: each word with its tag, word/TAG
+        return " ".join(f"{token}/{tag}" for token, tag in zip(doc.tokens, doc.tags))
     marked, cursor = [], 0
     for span in doc.spans:
         marked += [doc.text[cursor : span.start], f"[{span.text}]({span.label})"]
@@ -465,7 +477,8 @@ def info(checkpoint: str) -> None:
     if m.output == "adaptive":
         lines[2] += f", adaptive softmax (cut at {', '.join(f'{cutoff:,}' for cutoff in model.model.head.bounds[:-1])})"
     if recipe.task == "tagging":
-        types = sorted({tag.partition("-")[2] for tag in model.labels.labels} - {""})
+        plain = model.labels.scheme == "none"
+        types = model.labels.labels if plain else sorted({tag.partition("-")[2] for tag in model.labels.labels} - {""})
         lines.append(f"labels       {len(model.labels.labels)} tags ({model.labels.scheme}): {', '.join(types)}")
     elif recipe.task == "classification":
         lines.append(f"labels       {len(model.labels.labels)} classes: {', '.join(model.labels.labels)}")

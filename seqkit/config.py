@@ -76,7 +76,7 @@ class DataConfig(_Section):
     # tagging: CoNLL columns (0-based; negative counts from the end) and the tags' scheme
     token_column: int = 0
     tag_column: int = -1
-    scheme: Literal["bio", "bioes"] = "bio"
+    scheme: Literal["bio", "bioes", "none"] = "bio"  # none: plain tags (parts of speech, ...): any string is a tag, no spans
     # classification / regression: JSON Lines (.jsonl, .jsonl.gz) or, for vectors, .npz
     inputs: Literal["text", "vectors"] = "text"  # vectors: each step a list of numbers, no tokenizer
     input_field: str = "text"
@@ -421,6 +421,8 @@ def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
             problems.append((("data", "holdout", "test"), "data.test names a file; set this to 0 or data.test to null"))
         if holdout.valid + holdout.test >= 0.9:
             problems.append((("data", "holdout"), "valid + test would leave too little to train on"))
+    if recipe.task == "tagging" and recipe.data.scheme == "none" and model.tag_scheme is not None:
+        problems.append((("model", "tag_scheme"), "plain tags (data.scheme: none) form no entities to rewrite in bio or bioes; set it to null"))
     if recipe.task == "tagging" and recipe.tokenizer.kind != "word" and recipe.tokenizer.path is None:
         problems.append((("tokenizer", "kind"), "tagging gives one tag per word: use the word tokenizer"))
     if train.epochs is None and train.max_steps is None:

@@ -7,7 +7,8 @@ The score of a tag sequence ``y`` for emissions ``E`` (batch, time, num_tags) is
 and training maximises ``score(y_gold) - log sum_y exp(score(y))``; the sum over every
 sequence is the batched forward algorithm, the best sequence is Viterbi. Sequences are
 left-aligned: ``mask`` (batch, time) is true on real tokens, and every sequence has at
-least one. At decoding time, transitions a tag scheme forbids (``O -> I-X``) are excluded.
+least one. At decoding time, transitions a tag scheme forbids (``O -> I-X``) are excluded;
+plain tags (scheme ``none``) forbid none: every transition score is learned.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class CRF(nn.Module):
                 return torch.zeros(shape)
             return torch.where(torch.tensor(flags, dtype=torch.bool), 0.0, float("-inf"))
 
+        # whether the scheme forbids anything (plain tags, scheme none, forbid nothing)
+        self.constrained = any(flags is not None and not all(_flatten(flags)) for flags in (allowed, can_start, can_end))
         # constraints are fixed by the tag scheme: buffers, not learned, not saved
         self.register_buffer("transition_penalty", penalty(allowed, (num_tags, num_tags)), persistent=False)
         self.register_buffer("start_penalty", penalty(can_start, (num_tags,)), persistent=False)
@@ -111,3 +114,7 @@ class CRF(nn.Module):
             current = torch.where(inside, previous, current)
             path[:, step] = torch.where(inside, previous, path[:, step])
         return [row[:length] for row, length in zip(path.tolist(), lengths.tolist())]
+
+
+def _flatten(flags: Sequence) -> list[bool]:
+    return [bool(flag) for row in flags for flag in (row if isinstance(row, Sequence) else [row])]

@@ -41,7 +41,7 @@ import torch
 from tokenizers import Tokenizer
 
 from .errors import DataError, NotTextError
-from .labels import OUTSIDE, end_problem, split_tag, tag_problem
+from .labels import OUTSIDE, end_problem, scheme_of, split_tag, tag_problem
 from .tokenize import encode_ids
 
 IGNORE_INDEX = -100  # padded positions of a tag tensor (PyTorch's cross-entropy default)
@@ -213,7 +213,9 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, sc
     Columns are split on tabs, or on spaces when a line has no tab. A blank line ends a
     sentence; ``-DOCSTART-`` lines are skipped, and so are lines starting with ``#``
     that are not data (a ``#`` token with a valid tag is data). Every line must have as
-    many columns as the first, and every tag must fit ``scheme``.
+    many columns as the first, and every tag must fit ``scheme`` (``none``: any tag fits;
+    a plain tag such as ``NN`` under ``bio`` names ``data.scheme: none`` as the fix, or
+    the line of the entity tag it is mixed with).
 
     Raises:
         DataError: naming the file and line of the first problem.
@@ -226,6 +228,7 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, sc
     tags: list[str] = []
     columns: Optional[int] = None
     start_line = number = 0
+    first_entity_tag: Optional[tuple[str, int]] = None  # (tag, line): to name a file that mixes schemes
 
     def close(number: int) -> None:
         if tokens:
@@ -247,7 +250,7 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, sc
         fields = line.split("\t") if "\t" in line else line.split()
         if fields[0] == "-DOCSTART-":
             continue
-        if line.startswith("#") and (len(fields) != columns or not _looks_like_tag(fields[tag_column])):
+        if line.startswith("#") and (len(fields) != columns or not _looks_like_tag(fields[tag_column], scheme)):
             continue  # a comment line
         if columns is None:
             columns = len(fields)
@@ -259,8 +262,14 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, sc
         if not token:
             raise DataError(path, f"no token in the token column (data.token_column: {token_column}, counting from 0)", line=number)
         problem = tag_problem(tags[-1] if tags else OUTSIDE, tag, scheme)
+        if problem and first_entity_tag is not None and scheme_of(tag) == "none":
+            seen, seen_line = first_entity_tag
+            problem = (f"tag {tag!r} is a plain tag, but line {seen_line} has the entity tag {seen!r}: the file mixes "
+                       f"{scheme_of(seen)} and plain tags (one scheme a file: data.scheme bio, bioes or none)")  # fmt: skip
         if problem:
             raise DataError(path, problem, line=number)
+        if first_entity_tag is None and tag != OUTSIDE and scheme_of(tag) != "none":
+            first_entity_tag = (tag, number)
         if not tokens:
             start_line = number
         tokens.append(token)
@@ -288,7 +297,9 @@ def _in_memory_dataset(columns: dict[str, list], identity: str) -> "datasets.Dat
     return datasets.Dataset(table, fingerprint=hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16])
 
 
-def _looks_like_tag(value: str) -> bool:
+def _looks_like_tag(value: str, scheme: str) -> bool:
+    if scheme == "none":  # any tag is plain: a '#' line with the data's columns is data (Penn's `#  #`)
+        return True
     prefix, label = split_tag(value.strip())
     return value.strip() == OUTSIDE or (len(prefix) == 1 and bool(label))
 

@@ -172,6 +172,8 @@ class TaggingHead(nn.Module):
         """The best valid tag sequence of each row (Viterbi), cut to its length."""
         if self.use_crf:
             return self.crf.decode(emissions, mask)
+        if not self.crf.constrained:  # plain tags (scheme none): nothing chains the tokens, each takes its best tag
+            return [row[:length] for row, length in zip(emissions.argmax(-1).tolist(), mask.sum(1).tolist())]
         # per-token log-probabilities, chained only by the scheme's constraints
         return self.crf.decode(emissions.float().log_softmax(-1), mask)
 

@@ -1,10 +1,12 @@
 """Tag schemes for sequence labeling (pure Python): checking, converting, reading spans.
 
-Two schemes:
+Three schemes:
 
 - ``bio`` (IOB2): ``B-X`` begins an entity of type X, ``I-X`` continues it, ``O`` is outside.
 - ``bioes``: as ``bio``, plus ``E-X`` ends a multi-token entity and ``S-X`` is a
   single-token one.
+- ``none``: plain tags (parts of speech, chunk or supersense tags, ...): any string is a
+  tag, any tag may follow any other, and tags form no spans.
 
 ``spans`` reads entities the way CoNLL's ``conlleval`` script (and seqeval's default mode)
 does, so scores computed from them match the published numbers.
@@ -15,7 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Optional, Sequence
 
-SCHEMES = ("bio", "bioes")
+SCHEMES = ("bio", "bioes", "none")
+SPAN_SCHEMES = ("bio", "bioes")
 OUTSIDE = "O"
 _PREFIXES = {"bio": ("B", "I"), "bioes": ("B", "I", "E", "S")}
 
@@ -69,13 +72,28 @@ def split_tag(tag: str) -> tuple[str, str]:
     return prefix, label
 
 
+def scheme_of(tag: str) -> str:
+    """The narrowest scheme ``tag`` belongs to: ``bio`` for ``O``, ``B-X``, ``I-X``;
+    ``bioes`` for ``E-X``, ``S-X``; ``none`` for anything else (``NN``, ``B``, ``X-Y``)."""
+    prefix, label = split_tag(tag)
+    if tag == OUTSIDE or (label and prefix in _PREFIXES["bio"]):
+        return "bio"
+    return "bioes" if label and prefix in _PREFIXES["bioes"] else "none"
+
+
 def tag_problem(previous: str, tag: str, scheme: str) -> Optional[str]:
     """Why ``tag`` cannot follow ``previous`` (``"O"`` at a sentence start) in ``scheme``,
-    or ``None`` when it can. Used to check data files line by line."""
+    or ``None`` when it can. Used to check data files line by line; a plain scheme
+    (``none``) takes every tag after every other."""
+    if scheme not in SPAN_SCHEMES:
+        return None
     prefix, label = split_tag(tag)
     allowed_prefixes = _PREFIXES[scheme]
     if tag != OUTSIDE and (prefix not in allowed_prefixes or not label):
-        return f"tag {tag!r} is not O or {'/'.join(allowed_prefixes)}-TYPE ({scheme} scheme)"
+        if scheme_of(tag) == "bioes":
+            return f"tag {tag!r} is not O or {'/'.join(allowed_prefixes)}-TYPE ({scheme} scheme) but a bioes tag: for a BIOES file, set data.scheme: bioes"
+        return (f"tag {tag!r} is not O or {'/'.join(allowed_prefixes)}-TYPE ({scheme} scheme); "
+                "for plain tags such as parts of speech, set data.scheme: none")  # fmt: skip
     previous_prefix, previous_label = split_tag(previous)
     continues = prefix in ("I", "E")
     open_entity = previous_prefix in ("B", "I")
@@ -93,13 +111,16 @@ def end_problem(last: str, scheme: str) -> Optional[str]:
     return None
 
 
-def spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
-    """Entities in a tag sequence as ``(start, end, type)`` token ranges, ``end`` exclusive.
+def spans(tags: Sequence[str], scheme: str = "bio") -> list[tuple[int, int, str]]:
+    """Entities in a tag sequence as ``(start, end, type)`` token ranges, ``end`` exclusive;
+    none for a plain scheme (``none``).
 
     Reads both schemes as conlleval does: an entity starts at B- or S-, or at an I-/E-
     whose type differs from the token before; it ends before O, B-, S-, a type change,
     or after E-/S-.
     """
+    if scheme not in SPAN_SCHEMES:
+        return []
     found, start, current = [], None, ""
     previous_prefix = OUTSIDE
     for index, tag in enumerate([*tags, OUTSIDE]):
@@ -142,14 +163,18 @@ def bioes_to_bio(tags: Sequence[str]) -> list[str]:
 
 
 def convert(tags: Sequence[str], source: str, target: str) -> list[str]:
-    """Tags from one scheme to another (``bio`` / ``bioes``)."""
-    if source == target:
+    """Tags from one scheme to another (``bio`` / ``bioes``); plain tags (``none``) stay as
+    they are."""
+    if source == target or "none" in (source, target):
         return list(tags)
     return bio_to_bioes(tags) if target == "bioes" else bioes_to_bio(tags)
 
 
 def tags_for_types(types: Iterable[str], scheme: str) -> list[str]:
-    """Every tag of ``scheme`` for the entity ``types``: ``O`` first, then by type."""
+    """Every tag of ``scheme`` for the entity ``types``: ``O`` first, then by type; for a
+    plain scheme (``none``), ``types`` are the tags themselves, sorted."""
+    if scheme not in SPAN_SCHEMES:
+        return sorted(set(types))
     return [OUTSIDE] + [f"{prefix}-{label}" for label in sorted(set(types)) for prefix in _PREFIXES[scheme]]
 
 
@@ -157,7 +182,8 @@ def allowed_transitions(labels: Sequence[str], scheme: str) -> tuple[list[list[b
     """Which tag may follow which, which may start and which may end a sentence.
 
     Returns:
-        ``(allowed[i][j]`` for i -> j, ``can_start[j]``, ``can_end[i])``.
+        ``(allowed[i][j]`` for i -> j, ``can_start[j]``, ``can_end[i])``; all true for a
+        plain scheme (``none``).
     """
     allowed = [[tag_problem(before, after, scheme) is None for after in labels] for before in labels]
     can_start = [tag_problem(OUTSIDE, tag, scheme) is None for tag in labels]

@@ -18,7 +18,7 @@ def perplexity(total_nll: float, num_tokens: int) -> float:
     return math.exp(mean) if mean < 700 else float("inf")
 
 
-def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, Any]:
+def entity_scores(gold: list[list[str]], predicted: list[list[str]], scheme: str = "bio") -> dict[str, Any]:
     """Entity-level precision, recall and F1 (micro), and per entity type.
 
     An entity counts as found only when its type and both its boundaries match exactly,
@@ -31,7 +31,7 @@ def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str
     """
     counts: dict[str, list[int]] = {}  # type -> [true positives, predicted, gold]
     for gold_tags, predicted_tags in zip(gold, predicted, strict=True):
-        gold_spans, predicted_spans = set(spans(gold_tags)), set(spans(predicted_tags))
+        gold_spans, predicted_spans = set(spans(gold_tags, scheme)), set(spans(predicted_tags, scheme))
         for span in gold_spans | predicted_spans:
             entry = counts.setdefault(span[2], [0, 0, 0])
             entry[0] += span in gold_spans and span in predicted_spans
@@ -39,6 +39,45 @@ def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str
             entry[2] += span in gold_spans
     totals = [sum(entry[i] for entry in counts.values()) for i in range(3)]
     return {**_precision_recall_f1(*totals), "per_type": {label: _precision_recall_f1(*counts[label]) for label in sorted(counts)}}
+
+
+def tag_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], unseen: Sequence[Sequence[bool]]) -> dict[str, Any]:
+    """Token accuracy, accuracy on the words marked ``unseen``, and per-tag precision, recall
+    and F1 (a token is a true positive of its tag when the prediction matches).
+
+    Args:
+        gold, predicted: each sentence's tags (the same lengths).
+        unseen: per token, whether the word is outside the model's vocabulary.
+
+    Returns:
+        ``accuracy``, ``tokens``, ``unseen_accuracy`` (0 when no word is unseen),
+        ``unseen_tokens``, ``macro_f1`` (the mean over the tags in gold or predicted) and
+        ``per_tag``: ``{tag: {precision, recall, f1, tokens}}`` (``tokens``: the gold count),
+        by tag name.
+    """
+    counts: dict[str, list[int]] = {}  # tag -> [true positives, predicted, gold]
+    correct = tokens = unseen_correct = unseen_tokens = 0
+    for gold_tags, predicted_tags, unseen_words in zip(gold, predicted, unseen, strict=True):
+        for truth, guess, new in zip(gold_tags, predicted_tags, unseen_words, strict=True):
+            counts.setdefault(guess, [0, 0, 0])[1] += 1
+            entry = counts.setdefault(truth, [0, 0, 0])
+            entry[2] += 1
+            entry[0] += truth == guess
+            correct, tokens = correct + (truth == guess), tokens + 1
+            unseen_correct, unseen_tokens = unseen_correct + (new and truth == guess), unseen_tokens + new
+    per_tag = {}
+    for tag in sorted(counts):
+        scores = _precision_recall_f1(*counts[tag])
+        scores["tokens"] = scores.pop("entities")
+        per_tag[tag] = scores
+    return {
+        "accuracy": correct / tokens if tokens else 0.0,
+        "tokens": tokens,
+        "unseen_accuracy": unseen_correct / unseen_tokens if unseen_tokens else 0.0,
+        "unseen_tokens": unseen_tokens,
+        "macro_f1": sum(scores["f1"] for scores in per_tag.values()) / len(per_tag) if per_tag else 0.0,
+        "per_tag": per_tag,
+    }
 
 
 def _precision_recall_f1(true_positives: int, predicted: int, gold: int) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from tokenizers import Tokenizer
 from ..config import Recipe
 from ..data import Batches, TaggedBatch, bucketed_batches, collate_tagged, read_conll
 from ..distributed import shard_batches
-from ..labels import LabelSet, convert, split_tag, tags_for_types
-from ..metrics import entity_scores
+from ..labels import SPAN_SCHEMES, LabelSet, convert, split_tag, tags_for_types
+from ..errors import DataError
+from ..metrics import entity_scores, tag_scores
 from ..model import SequenceModel
 from ..runtime import autocast
 from ..tokenize import special_ids, word_ids, word_tokenizer
@@ -20,8 +21,9 @@ from ..tokenize import special_ids, word_ids, word_tokenizer
 class TaggingTask:
     """One tag per word (named entities, parts of speech) from CoNLL files.
 
-    Sentences are batched by length and packed; the metric is entity-level F1 (micro),
-    as conlleval computes it.
+    Sentences are batched by length and packed. The metric is entity-level F1 (micro), as
+    conlleval computes it, for entity tags (``data.scheme`` bio or bioes), and token
+    accuracy for plain tags (``none``: parts of speech and the like).
     """
 
     name = "tagging"
@@ -45,9 +47,14 @@ class TaggingTask:
         self.splits = {"train": self._read("train"), "valid": self._read("valid")}
         if labels is None:
             scheme = recipe.model.tag_scheme or recipe.data.scheme
-            types = {split_tag(tag)[1] for tags in self.splits["train"]["tags"] for tag in tags} - {""}
+            if scheme in SPAN_SCHEMES:
+                types = {split_tag(tag)[1] for tags in self.splits["train"]["tags"] for tag in tags} - {""}
+            else:  # plain tags: each one is its own type
+                types = {tag for tags in self.splits["train"]["tags"] for tag in tags}
             labels = LabelSet(tags_for_types(types, scheme), scheme=scheme, data_scheme=recipe.data.scheme)
         self.labels = labels
+        self.plain = labels.scheme not in SPAN_SCHEMES
+        self.metric = "accuracy" if self.plain else "f1"
         self.index = {tag: index for index, tag in enumerate(labels.labels)}
         train = self.splits["train"]
         self.train_examples = (
@@ -62,12 +69,22 @@ class TaggingTask:
 
     def _tag_ids(self, tags: Sequence[str]) -> list[int]:
         # types never seen in training score as O in the loss; entity metrics use the strings
+        if self.plain:
+            unknown = [tag for tag in tags if tag not in self.index]
+            if unknown:  # only when the labels came from a checkpoint (--resume) and the file changed since
+                raise DataError(self.recipe.data.train, f"tag {unknown[0]!r} is not among the model's {len(self.index)} tags (labels.json)")
+            return [self.index[tag] for tag in tags]
         outside = self.index["O"]
         return [self.index.get(tag, outside) for tag in convert(tags, self.labels.data_scheme, self.labels.scheme)]
 
     def summary(self) -> str:
         words = sum(len(tokens) for tokens in self.train_examples[0])
         types = sorted({split_tag(tag)[1] for tag in self.labels.labels} - {""})
+        if self.plain:
+            return (
+                f"train {len(self.train_examples[0]):,} sentences ({words:,} words), valid {len(self.splits['valid']):,} sentences, "
+                f"vocabulary {self.tokenizer.get_vocab_size():,}, {len(self.labels.labels)} plain tags (scheme none)"
+            )
         return (
             f"train {len(self.train_examples[0]):,} sentences ({words:,} words), valid {len(self.splits['valid']):,} sentences, "
             f"vocabulary {self.tokenizer.get_vocab_size():,}, {len(types)} entity types, {len(self.labels.labels)} tags ({self.labels.scheme})"
@@ -98,13 +115,17 @@ class TaggingTask:
         return len(batch.lengths) if self.recipe.model.crf else int(batch.lengths.sum())
 
     def evaluate(self, model: SequenceModel, precision: str = "fp32", split: str = "valid") -> dict[str, Any]:
-        """Entity precision, recall and F1 (micro and per type) on a split of the recipe's data."""
+        """Entity precision, recall and F1 (micro and per type) and token accuracy, or for plain
+        tags token accuracy (all words and unseen ones) and per-tag scores, on a split of the
+        recipe's data."""
         if split not in self.splits:
             self.splits[split] = self._read(split)
         dataset = self.splits[split]
         return evaluate_tagger(model, self.tokenizer, self.labels, dataset["tokens"], dataset["tags"], self.recipe.train.eval_batch_size, precision)
 
     def describe(self, metrics: dict[str, Any]) -> str:
+        if self.plain:
+            return f"accuracy {metrics['accuracy']:.4f}  unseen words {metrics['unseen_accuracy']:.4f}  macro-f1 {metrics['macro_f1']:.4f}"
         return f"precision {metrics['precision']:.4f}  recall {metrics['recall']:.4f}  f1 {metrics['f1']:.4f}"
 
     def sample(self, model: SequenceModel) -> None:
@@ -153,6 +174,15 @@ def evaluate_tagger(
     batch_size: int = 64,
     precision: str = "fp32",
 ) -> dict[str, Any]:
-    """Entity-level precision, recall and F1 of a tagger against gold tags (``metrics.entity_scores``)."""
+    """A tagger against gold tags: for entity tags, entity-level precision, recall and F1
+    (``metrics.entity_scores``) and token accuracy; for plain tags (scheme ``none``), token
+    accuracy, accuracy on words outside the vocabulary, and per-tag scores (``metrics.tag_scores``)."""
     predicted = predict_tags(model, tokenizer, labels, sentences, batch_size, precision)
-    return {**entity_scores([list(tags) for tags in gold], predicted), "sentences": len(gold)}
+    gold = [list(tags) for tags in gold]
+    unknown = special_ids(tokenizer).unk
+    unseen = [[token_id == unknown for token_id in word_ids(tokenizer, words)] for words in sentences]
+    tokens = tag_scores(gold, predicted, unseen)
+    if labels.data_scheme not in SPAN_SCHEMES:
+        return {**tokens, "sentences": len(gold)}
+    entities = entity_scores(gold, predicted, labels.data_scheme)
+    return {**entities, "accuracy": tokens["accuracy"], "tokens": tokens["tokens"], "sentences": len(gold)}
