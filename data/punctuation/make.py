@@ -1,6 +1,6 @@
 """Build data/punctuation/{train,valid,test}.conll.gz from the shipped prose.
 
-    python data/punctuation/make.py          # run from the repo root; no network
+    python data/punctuation/make.py          # no network; --out, --moby, --sotu, --window to change
 
 Punctuation restoration as tagging: the text of *Moby-Dick* (``data/moby-dick/*.txt``) and
 of the State of the Union paragraphs (``data/sotu/paragraphs.jsonl.gz``) becomes lowercase
@@ -33,11 +33,11 @@ is random. The gzip files carry no name and no time: rerunning gives identical b
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import io
 import json
 import re
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,7 +128,7 @@ def conll(documents: list[tuple[str, list[str]]], window: int = WINDOW) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(moby: Path, sotu: Path) -> dict[str, str]:
+def build(moby: Path, sotu: Path, window: int = WINDOW) -> dict[str, str]:
     """The CoNLL text of each split, from the Moby-Dick folder and the SOTU paragraphs."""
     splits: dict[str, list[tuple[str, list[str]]]] = {"train": [], "valid": [], "test": []}
     for split in splits:
@@ -137,7 +137,7 @@ def build(moby: Path, sotu: Path) -> dict[str, str]:
         records = [json.loads(line) for line in handle if line.strip()]
     for index, document in enumerate(sotu_documents(records)):
         splits[split_of_address(index)].append(document)
-    return {split: conll(documents) for split, documents in splits.items()}
+    return {split: conll(documents, window) for split, documents in splits.items()}
 
 
 def write_gzip(path: Path, text: str) -> None:
@@ -148,10 +148,15 @@ def write_gzip(path: Path, text: str) -> None:
     path.write_bytes(buffer.getvalue())
 
 
-def main(out: str = str(ROOT / "data" / "punctuation")) -> None:
-    texts = build(ROOT / "data" / "moby-dick", ROOT / "data" / "sotu" / "paragraphs.jsonl.gz")
-    for split, text in texts.items():
-        write_gzip(Path(out) / f"{split}.conll.gz", text)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build the punctuation-restoration CoNLL files.")
+    parser.add_argument("--out", type=Path, default=ROOT / "data" / "punctuation", help="folder for {train,valid,test}.conll.gz")
+    parser.add_argument("--moby", type=Path, default=ROOT / "data" / "moby-dick", help="folder with Moby-Dick's {train,valid,test}.txt")
+    parser.add_argument("--sotu", type=Path, default=ROOT / "data" / "sotu" / "paragraphs.jsonl.gz", help="the SOTU paragraphs")
+    parser.add_argument("--window", type=int, default=WINDOW, help="words per CoNLL sentence")
+    args = parser.parse_args(argv)
+    for split, text in build(args.moby, args.sotu, args.window).items():
+        write_gzip(args.out / f"{split}.conll.gz", text)
         tags = [line.split("\t")[1] for line in text.splitlines() if "\t" in line]
         counts = ", ".join(f"{tag} {tags.count(tag):,}" for tag in TAGS)
         print(f"{split}: {text.count('# document: '):,} documents, {text.count(chr(10) + chr(10)):,} windows, "
@@ -159,4 +164,4 @@ def main(out: str = str(ROOT / "data" / "punctuation")) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()
