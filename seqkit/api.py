@@ -264,10 +264,15 @@ class Span(_SpanFields):
     among every tag sequence the scheme allows). A 4-tuple still: the score is an attribute,
     not a field, so ``start, end, label, text = span`` unpacks it."""
 
+    score: Optional[float] = None  # what a span built by ``_make`` / ``_replace`` has
+
     def __new__(cls, start: int, end: int, label: str, text: str, score: Optional[float] = None):
         span = super().__new__(cls, start, end, label, text)
         span.score = score
         return span
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, score={self.score!r})"
 
     def to_json(self) -> dict[str, Any]:
         return {**self._asdict(), "score": self.score}

@@ -188,6 +188,8 @@ class TaggingHead(nn.Module):
         scheme allows: the CRF's marginals (forward-backward), or the softmax (renormalized
         over the allowed sequences when the scheme forbids some; exactly the softmax for
         plain tags)."""
+        if not self.use_crf and not self.crf.constrained:  # nothing chains the tokens
+            return emissions.float().softmax(-1).masked_fill(~mask.unsqueeze(2), 0.0)
         return self.crf.marginals(self._chain_scores(emissions), mask)
 
     def log_prob_within(self, emissions: torch.Tensor, mask: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:

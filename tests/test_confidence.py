@@ -136,6 +136,28 @@ def test_softmax_head_scores_are_the_softmax_and_sequences_their_products():
     assert ranked[0][0][0] == head.decode(emissions, mask)[0]
 
 
+def test_constrained_softmax_head_renormalizes_over_allowed_sequences():
+    """A softmax head under BIO: each sequence's probability is the product of its tokens'
+    softmax, divided by the sum of those products over the sequences BIO allows."""
+    head = TaggingHead(input_dim=6, num_tags=len(BIO), crf=False, allowed=allowed_transitions(BIO, "bio")[0],
+                       can_start=allowed_transitions(BIO, "bio")[1])  # fmt: skip
+    emissions, mask = _padded_batch([3, 2], len(BIO), seed=13)
+    marginals, ranked = head.marginals(emissions, mask), head.k_best(emissions, mask, k=4)
+    for row, length in enumerate([3, 2]):
+        log_probabilities = emissions[row, :length].log_softmax(-1)
+        products = {path: math.prod(math.exp(float(log_probabilities[t, tag])) for t, tag in enumerate(path))
+                    for path in itertools.product(range(len(BIO)), repeat=length)}  # fmt: skip
+        valid = {path: p for path, p in products.items() if all(tag_problem(a, b, "bio") is None for a, b in zip(["O", *[BIO[t] for t in path]], [BIO[t] for t in path]))}
+        total = sum(valid.values())
+        expected = torch.zeros(length, len(BIO))
+        for path, p in valid.items():
+            expected[torch.arange(length), list(path)] += p / total
+        assert torch.allclose(marginals[row, :length], expected, atol=1e-5)
+        best = sorted(valid.items(), key=lambda item: -item[1])[:4]
+        assert [(tuple(path), pytest.approx(p, abs=1e-5)) for path, p in ranked[row]] == [(path, p / total) for path, p in best]
+        assert ranked[row][0][0] == head.decode(emissions, mask)[row]
+
+
 @pytest.fixture(scope="module")
 def bioes_tagger(tmp_path_factory):
     """A tiny CRF tagger on 40 tweets that predicts BIOES and returns BIO (as recipes/ner.yaml does)."""
