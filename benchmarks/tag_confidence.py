@@ -7,7 +7,9 @@ Every word of the file is tagged (as the file splits it), with ``Doc.scores`` --
 word's probability of its tag, the CRF's marginal or the softmax. Words are sorted by that
 score; printed: the token accuracy of all words, of the most and the least confident tenth,
 and of each tenth in between, with the mean score of each (a calibrated tagger's accuracy
-is close to its mean score).
+is close to its mean score). For entity tags, the same for predicted entities by
+``Span.score``: the share of the most and least confident tenth that match a gold entity
+exactly (their precision, as ``accuracy``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main() -> None:
 
     import seqkit
     from seqkit.data import read_conll
+    from seqkit.labels import spans
 
     tagger = seqkit.Tagger.from_pretrained(args.checkpoint, device="cpu")
     data = tagger.recipe.data
@@ -46,6 +49,17 @@ def main() -> None:
     tenths = [summary(words[i * tenth : (i + 1) * tenth if i < 9 else len(words)]) for i in range(10)]
     report = {"checkpoint": args.checkpoint, "data": args.data, "all": summary(words), "most_confident_tenth": tenths[0],
               "least_confident_tenth": tenths[-1], "tenths": tenths}  # fmt: skip
+    if data.scheme != "none":  # entities: is a predicted entity with a low score more often wrong?
+        entities = []
+        for doc, gold_tags in zip(docs, dataset["tags"]):
+            gold = set(spans(gold_tags, data.scheme))
+            for (first, end, label), span in zip(spans(doc.tags, data.scheme), doc.spans):
+                entities.append((span.score, (first, end, label) in gold))
+        entities.sort(key=lambda entity: entity[0], reverse=True)
+        part = max(1, len(entities) // 10)
+        precision = [summary(entities[:part]), summary(entities[-part:])] if entities else [None, None]
+        report["entities"] = {"predicted": len(entities), "most_confident_tenth": precision[0], "least_confident_tenth": precision[1],
+                              "all": summary(entities) if entities else None}  # fmt: skip
     print(json.dumps(report, indent=1))
 
 

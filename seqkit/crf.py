@@ -71,8 +71,9 @@ class CRF(nn.Module):
         return (self.log_partition(emissions, mask) - self.score(emissions, tags, mask)).mean()
 
     def score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(batch,) score of the given tag sequences."""
-        emissions = emissions.float()
+        """(batch,) score of the given tag sequences (in float64 for float64 emissions)."""
+        if emissions.dtype != torch.float64:
+            emissions = emissions.float()
         tags = tags.masked_fill(~mask, 0)
         mask_float = mask.float()
         emitted = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # (batch, time)
@@ -88,7 +89,9 @@ class CRF(nn.Module):
     def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor, constrained: bool = False) -> torch.Tensor:
         """(batch,) log of the summed exp-scores of every tag sequence (forward algorithm);
         with ``constrained``, of every sequence the scheme allows (training uses them all)."""
-        return torch.logsumexp(self._forward_scores(emissions.float(), mask, constrained)[-1], dim=1)
+        if emissions.dtype != torch.float64:
+            emissions = emissions.float()
+        return torch.logsumexp(self._forward_scores(emissions, mask, constrained)[-1], dim=1)
 
     def _potentials(self, constrained: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(transitions, start, end)``, -inf where the scheme forbids, with ``constrained``."""
@@ -122,7 +125,9 @@ class CRF(nn.Module):
             mask: (batch, time) true on real tokens.
             constrained: under the sequences the scheme allows (renormalized).
         """
-        emissions = emissions.float()
+        # in float64: alpha + beta - log Z cancels scores in the hundreds, and float32
+        # would leave errors of 1e-4 in a probability (marginals above 1)
+        emissions = emissions.double()
         transitions, _, end = self._potentials(constrained)
         *alphas, final = self._forward_scores(emissions, mask, constrained)
         log_z = torch.logsumexp(final, dim=1)  # (batch,)
@@ -136,17 +141,18 @@ class CRF(nn.Module):
             betas.append(beta)
         betas.reverse()
         log_marginals = torch.stack(alphas, 1) + torch.stack(betas, 1) - log_z[:, None, None]  # (batch, time, tags)
-        return log_marginals.exp().masked_fill(~mask.unsqueeze(2), 0.0)
+        return log_marginals.exp().clamp(max=1.0).masked_fill(~mask.unsqueeze(2), 0.0).float()
 
     @torch.no_grad()
     def log_prob_within(self, emissions: torch.Tensor, mask: torch.Tensor, allowed: torch.Tensor, constrained: bool = True) -> torch.Tensor:
         """(batch,) log-probability that every token's tag is one of those ``allowed`` (batch,
         time, tags) marks there: the probability of a span labelled exactly so, when the span's
         tokens allow only its tags (and the token after it only tags that do not continue it).
-        The sum over the allowed sequences divided by the sum over all of them."""
-        emissions = emissions.float()
+        The sum over the allowed sequences divided by the sum over all of them (in float64)."""
+        emissions = emissions.double()
         restricted = emissions.masked_fill(~allowed, float("-inf"))
-        return self.log_partition(restricted, mask, constrained) - self.log_partition(emissions, mask, constrained)
+        log_probability = self.log_partition(restricted, mask, constrained) - self.log_partition(emissions, mask, constrained)
+        return log_probability.clamp(max=0.0).float()
 
     @torch.no_grad()
     def k_best(self, emissions: torch.Tensor, mask: torch.Tensor, k: int, constrained: bool = True) -> list[list[tuple[list[int], float]]]:
@@ -157,7 +163,9 @@ class CRF(nn.Module):
         Returns:
             Per row, a list of ``(tag ids cut to the row's length, probability)``.
         """
-        emissions = emissions.float()
+        # the search in float32, step for step as ``decode`` computes; each probability, a
+        # score less log Z, in float64 (as in ``marginals``)
+        exact, emissions = emissions.double(), emissions.float()
         batch, time, num_tags = emissions.shape
         transitions, start, end = self._potentials(constrained)
         # score[b, y, r]: the r-th best score of a prefix ending in tag y; rank 0 alone at the start
@@ -174,7 +182,6 @@ class CRF(nn.Module):
             backpointers.append(torch.where(real, best_from, itself))
             score = torch.where(real, best + emissions[:, step, :, None], score)
         final, final_index = (score + end[None, :, None]).reshape(batch, num_tags * k).topk(k, dim=1)  # (batch, k)
-        log_z = torch.logsumexp(self._forward_scores(emissions, mask, constrained)[-1], dim=1)
         lengths = mask.sum(1)
         paths = torch.zeros(batch, k, time, dtype=torch.long, device=emissions.device)
         current = final_index  # (batch, k) index into (tags * k) at the last step
@@ -182,14 +189,14 @@ class CRF(nn.Module):
             paths[:, :, step] = current // k
             if step > 0:
                 current = backpointers[step - 1].reshape(batch, num_tags * k).gather(1, current)
-        results = []
-        for row in range(batch):
-            length = int(lengths[row])
-            # a row's tags sit at its first `length` steps; the steps after repeat its last entry
-            found = [(paths[row, rank, :length].tolist(), float((final[row, rank] - log_z[row]).exp()))
-                     for rank in range(k) if final[row, rank] > float("-inf")]  # fmt: skip
-            results.append(found)
-        return results
+        # a row's tags sit at its first `length` steps (the steps after repeat its last entry)
+        found = final > float("-inf")  # (batch, k): fewer than k sequences may exist
+        log_z = torch.logsumexp(self._forward_scores(exact, mask, constrained)[-1], dim=1)  # (batch,)
+        rows = torch.arange(batch, device=emissions.device)[:, None].expand(batch, k)[found]
+        log_probabilities = self.score(exact[rows], paths[found], mask[rows]) - log_z[rows]
+        probabilities = iter(log_probabilities.exp().clamp(max=1.0).tolist())
+        return [[(paths[row, rank, : int(lengths[row])].tolist(), next(probabilities)) for rank in range(k) if found[row, rank]]
+                for row in range(batch)]  # fmt: skip
 
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor, constrained: bool = True) -> list[list[int]]:

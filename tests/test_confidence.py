@@ -181,7 +181,7 @@ def test_tagger_gives_token_and_span_scores_and_n_best(bioes_tagger):
         words = [i for i, (first, last) in enumerate(doc.offsets) if first >= span.start and last <= span.end]
         # the span being exactly this entity implies each of its words has its tag
         assert 0 < span.score <= min(doc.scores[i] for i in words) + 1e-6
-    assert 1 <= len(doc.n_best) <= 4 and doc.n_best[0][0] == doc.tags
+    assert len(doc.n_best) == 4 and doc.n_best[0][0] == doc.tags
     probabilities = [probability for _, probability in doc.n_best]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-6
     # the best sequence is no more probable than any of its tokens' tags
@@ -189,6 +189,9 @@ def test_tagger_gives_token_and_span_scores_and_n_best(bioes_tagger):
     for tags, _ in doc.n_best:  # BIO, never broken
         assert all(tag_problem(before, after, "bio") is None for before, after in zip(["O", *tags], tags))
     assert tagger.tag(TWEET).n_best == [] and tagger.tag("").scores == []
+    batched = tagger.tag(["Empire State", TWEET, ""], n_best=4)[1]  # padded beside a shorter text: the same
+    assert batched.scores == pytest.approx(doc.scores, abs=1e-5) and [s.score for s in batched.spans] == pytest.approx([s.score for s in doc.spans], abs=1e-5)
+    assert [tags for tags, _ in batched.n_best] == [tags for tags, _ in doc.n_best]
     with pytest.raises(ValueError, match="n_best"):
         tagger.tag(TWEET, n_best=0)
 
