@@ -41,11 +41,11 @@ from .decoding import NO_REPEAT_NGRAM_SIZE, SAMPLING_SETTINGS, check_settings as
 from .data import read_conll, read_examples, truncate
 from .errors import NotTextError
 from .hub import open_checkpoint
-from .labels import LabelSet, Targets, spans
+from .labels import LabelSet, Targets
 from .metrics import group_references, sequence_error_rates
 from .model import SequenceModel
 from .runtime import resolve_device
-from .tasks import encode_inputs, evaluate_language_model_file, evaluate_tagger, predict_outputs, predict_tags
+from .tasks import encode_inputs, evaluate_language_model_file, evaluate_tagger, predict_outputs, score_tags
 from .tasks.generation import generate_texts
 from .tasks.seq2seq import translate_ids
 from .tasks.sequence import evaluate_file
@@ -250,13 +250,32 @@ class LanguageModel(Pretrained):
             return evaluate_language_model_file(self.model, self.tokenizer, path, batch_size, self.recipe.train.bptt, encoding)
 
 
-class Span(NamedTuple):
-    """An entity: ``(start, end, label, text)`` with ``doc.text[start:end] == text``."""
-
+class _SpanFields(NamedTuple):
     start: int
     end: int
     label: str
     text: str
+
+
+class Span(_SpanFields):
+    """An entity: ``(start, end, label, text)`` with ``doc.text[start:end] == text``, and its
+    ``score``: the probability that exactly these words form an entity of this type (the
+    span's first, inner and last tags as predicted and the next word not continuing it,
+    among every tag sequence the scheme allows). A 4-tuple still: the score is an attribute,
+    not a field, so ``start, end, label, text = span`` unpacks it."""
+
+    score: Optional[float] = None  # what a span built by ``_make`` / ``_replace`` has
+
+    def __new__(cls, start: int, end: int, label: str, text: str, score: Optional[float] = None):
+        span = super().__new__(cls, start, end, label, text)
+        span.score = score
+        return span
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, score={self.score!r})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self._asdict(), "score": self.score}
 
 
 @dataclass(frozen=True)
@@ -267,6 +286,11 @@ class Doc:
     input, ``text`` is the words joined by single spaces. A tagger of plain tags (trained
     with ``data.scheme: none``: parts of speech and the like) gives each word its tag in
     ``tags`` and leaves ``spans`` empty: such tags form no entities.
+
+    ``scores[i]`` is the probability that ``tokens[i]`` carries ``tags[i]``: the CRF's
+    marginal (forward-backward) or the softmax, among the tag sequences the scheme allows.
+    ``n_best``, filled when ``tag(..., n_best=K)`` asks for it, lists up to K most probable
+    tag sequences as ``(tags, probability)``, most probable first; ``n_best[0][0] == tags``.
     """
 
     text: str
@@ -274,14 +298,20 @@ class Doc:
     offsets: list[tuple[int, int]]
     tags: list[str]
     spans: list[Span] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    n_best: list[tuple[list[str], float]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        record = {
             "text": self.text,
             "tokens": self.tokens,
             "tags": self.tags,
-            "spans": [span._asdict() for span in self.spans],
+            "scores": self.scores,
+            "spans": [span.to_json() for span in self.spans],
         }
+        if self.n_best:
+            record["n_best"] = [{"tags": tags, "probability": probability} for tags, probability in self.n_best]
+        return record
 
 
 class Tagger(Pretrained):
@@ -289,13 +319,16 @@ class Tagger(Pretrained):
 
     task = "tagging"
 
-    def tag(self, texts: Union[str, Sequence[str], Sequence[Sequence[str]]], batch_size: int = 64) -> Union[Doc, list[Doc]]:
-        """Tag one text, or many in batches.
+    def tag(self, texts: Union[str, Sequence[str], Sequence[Sequence[str]]], batch_size: int = 64, n_best: Optional[int] = None) -> Union[Doc, list[Doc]]:
+        """Tag one text, or many in batches, with each tag's probability (``Doc.scores``) and
+        each entity's (``Span.score``).
 
         Args:
             texts: a string; a list of strings; or a list of pre-tokenized sentences
                 (lists of words, used as they are, never split again).
             batch_size: sentences per batch; sentences are sorted by length into batches.
+            n_best: also find the K most probable tag sequences of each text (k-best
+                Viterbi; never one the scheme forbids) into ``Doc.n_best``.
 
         Returns:
             A ``Doc`` for a string, else a list of ``Doc`` in input order. Empty or
@@ -304,11 +337,11 @@ class Tagger(Pretrained):
         Raises:
             TypeError: ``texts`` or one of its items is not a string or a list of words,
                 naming the item.
-            ValueError: a text with a lone surrogate, or ``batch_size`` below 1.
+            ValueError: a text with a lone surrogate, or ``batch_size`` or ``n_best`` below 1.
         """
         accepts = "tag() takes a string, a list of strings or a list of word lists"
         single, items = _items("texts", texts, accepts)
-        _check_settings(batch_size=batch_size)
+        _check_settings(batch_size=batch_size, n_best=n_best)
         words_and_offsets = []
         for position, item in enumerate(items):
             if isinstance(item, str):
@@ -327,14 +360,14 @@ class Tagger(Pretrained):
                 words_and_offsets.append((text, list(item), offsets))
             else:
                 raise TypeError(f"texts: item {position} is {type(item).__name__}; {accepts}")
-        tags = predict_tags(self.model, self.tokenizer, self.labels, [words for _, words, _ in words_and_offsets], batch_size)
+        scored = score_tags(self.model, self.tokenizer, self.labels, [words for _, words, _ in words_and_offsets], batch_size, n_best or 0)
         docs = []
-        for (text, words, offsets), sentence_tags in zip(words_and_offsets, tags):
+        for (text, words, offsets), sentence in zip(words_and_offsets, scored):
             entities = []
-            for first, last, label in spans(sentence_tags, self.labels.data_scheme):
+            for first, last, label, score in sentence.spans:
                 start, end = offsets[first][0], offsets[last - 1][1]
-                entities.append(Span(start, end, label, text[start:end]))
-            docs.append(Doc(text, words, offsets, sentence_tags, entities))
+                entities.append(Span(start, end, label, text[start:end], score))
+            docs.append(Doc(text, words, offsets, sentence.tags, entities, sentence.scores, sentence.n_best))
         return docs[0] if single else docs
 
     def evaluate(self, path: Union[str, Path], batch_size: int = 64, encoding: str = "utf-8") -> dict[str, Any]:

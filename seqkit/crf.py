@@ -9,6 +9,13 @@ sequence is the batched forward algorithm, the best sequence is Viterbi. Sequenc
 left-aligned: ``mask`` (batch, time) is true on real tokens, and every sequence has at
 least one. At decoding time, transitions a tag scheme forbids (``O -> I-X``) are excluded;
 plain tags (scheme ``none``) forbid none: every transition score is learned.
+
+How sure the model is, all in log space and batched: ``marginals`` (forward-backward: the
+probability of each tag at each token), ``log_prob_within`` (the probability that every
+token's tag lies in a given set: a span labelled exactly so), and ``k_best`` (the K most
+probable sequences, k-best Viterbi). With ``constrained`` (the default) they are taken
+under the distribution restricted to the sequences the scheme allows and renormalized --
+the distribution decoding searches -- so ``k_best(...)[0]`` is ``decode``'s sequence.
 """
 
 from __future__ import annotations
@@ -64,8 +71,9 @@ class CRF(nn.Module):
         return (self.log_partition(emissions, mask) - self.score(emissions, tags, mask)).mean()
 
     def score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(batch,) score of the given tag sequences."""
-        emissions = emissions.float()
+        """(batch,) score of the given tag sequences (in float64 for float64 emissions)."""
+        if emissions.dtype != torch.float64:
+            emissions = emissions.float()
         tags = tags.masked_fill(~mask, 0)
         mask_float = mask.float()
         emitted = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # (batch, time)
@@ -78,24 +86,123 @@ class CRF(nn.Module):
             + self.end_transitions[last]
         )
 
-    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(batch,) log of the summed exp-scores of every tag sequence (forward algorithm)."""
-        emissions = emissions.float()
-        alpha = self.start_transitions + emissions[:, 0]  # (batch, tags)
+    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor, constrained: bool = False) -> torch.Tensor:
+        """(batch,) log of the summed exp-scores of every tag sequence (forward algorithm);
+        with ``constrained``, of every sequence the scheme allows (training uses them all)."""
+        if emissions.dtype != torch.float64:
+            emissions = emissions.float()
+        return torch.logsumexp(self._forward_scores(emissions, mask, constrained)[-1], dim=1)
+
+    def _potentials(self, constrained: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(transitions, start, end)``, -inf where the scheme forbids, with ``constrained``."""
+        if not constrained:
+            return self.transitions, self.start_transitions, self.end_transitions
+        return (self.transitions + self.transition_penalty, self.start_transitions + self.start_penalty,
+                self.end_transitions + self.end_penalty)  # fmt: skip
+
+    def _forward_scores(self, emissions: torch.Tensor, mask: torch.Tensor, constrained: bool) -> list[torch.Tensor]:
+        """The forward algorithm's ``alpha`` at every step, each (batch, tags): the log-sum
+        of the scores of every prefix ending in that tag; a row's alpha stays put past its
+        end, and the last entry has the end scores added."""
+        transitions, start, end = self._potentials(constrained)
+        alpha = start + emissions[:, 0]  # (batch, tags)
+        alphas = [alpha]
         for step in range(1, emissions.shape[1]):
             # (batch, from, 1) + (from, to) + (batch, 1, to) -> sum out `from`
-            scores = alpha.unsqueeze(2) + self.transitions + emissions[:, step].unsqueeze(1)
+            scores = alpha.unsqueeze(2) + transitions + emissions[:, step].unsqueeze(1)
             alpha = torch.where(mask[:, step].unsqueeze(1), torch.logsumexp(scores, dim=1), alpha)
-        return torch.logsumexp(alpha + self.end_transitions, dim=1)
+            alphas.append(alpha)
+        alphas.append(alpha + end)
+        return alphas
+
+    @torch.no_grad()
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor, constrained: bool = True) -> torch.Tensor:
+        """Each tag's probability at each token (forward-backward), (batch, time, tags): rows
+        sum to 1 on real tokens and are 0 at padding.
+
+        Args:
+            emissions: (batch, time, num_tags) scores.
+            mask: (batch, time) true on real tokens.
+            constrained: under the sequences the scheme allows (renormalized).
+        """
+        # in float64: alpha + beta - log Z cancels scores in the hundreds, and float32
+        # would leave errors of 1e-4 in a probability (marginals above 1)
+        emissions = emissions.double()
+        transitions, _, end = self._potentials(constrained)
+        *alphas, final = self._forward_scores(emissions, mask, constrained)
+        log_z = torch.logsumexp(final, dim=1)  # (batch,)
+        # beta[t][y]: log-sum of the scores of every suffix after a token t tagged y (its end score at the row's last token)
+        beta = end.expand_as(alphas[0])
+        betas = [beta]
+        for step in range(emissions.shape[1] - 2, -1, -1):
+            # (from, to) + (batch, 1, to) -> sum out `to`
+            following = torch.logsumexp(transitions + (emissions[:, step + 1] + beta).unsqueeze(1), dim=2)
+            beta = torch.where(mask[:, step + 1].unsqueeze(1), following, end.expand_as(following))
+            betas.append(beta)
+        betas.reverse()
+        log_marginals = torch.stack(alphas, 1) + torch.stack(betas, 1) - log_z[:, None, None]  # (batch, time, tags)
+        return log_marginals.exp().clamp(max=1.0).masked_fill(~mask.unsqueeze(2), 0.0).float()
+
+    @torch.no_grad()
+    def log_prob_within(self, emissions: torch.Tensor, mask: torch.Tensor, allowed: torch.Tensor, constrained: bool = True) -> torch.Tensor:
+        """(batch,) log-probability that every token's tag is one of those ``allowed`` (batch,
+        time, tags) marks there: the probability of a span labelled exactly so, when the span's
+        tokens allow only its tags (and the token after it only tags that do not continue it).
+        The sum over the allowed sequences divided by the sum over all of them (in float64)."""
+        emissions = emissions.double()
+        restricted = emissions.masked_fill(~allowed, float("-inf"))
+        log_probability = self.log_partition(restricted, mask, constrained) - self.log_partition(emissions, mask, constrained)
+        return log_probability.clamp(max=0.0).float()
+
+    @torch.no_grad()
+    def k_best(self, emissions: torch.Tensor, mask: torch.Tensor, k: int, constrained: bool = True) -> list[list[tuple[list[int], float]]]:
+        """The ``k`` most probable tag sequences of each row (k-best Viterbi) with their
+        probabilities, most probable first; fewer where fewer sequences exist (or the scheme
+        allows fewer). The first is ``decode``'s.
+
+        Returns:
+            Per row, a list of ``(tag ids cut to the row's length, probability)``.
+        """
+        # the search in float32, step for step as ``decode`` computes; each probability, a
+        # score less log Z, in float64 (as in ``marginals``)
+        exact, emissions = emissions.double(), emissions.float()
+        batch, time, num_tags = emissions.shape
+        transitions, start, end = self._potentials(constrained)
+        # score[b, y, r]: the r-th best score of a prefix ending in tag y; rank 0 alone at the start
+        score = torch.full((batch, num_tags, k), float("-inf"), device=emissions.device)
+        score[:, :, 0] = start + emissions[:, 0]
+        backpointers = []  # per step, (batch, tags, k) indices into the previous step's (tags * k)
+        for step in range(1, time):
+            candidates = score.unsqueeze(2) + transitions[None, :, :, None]  # (batch, from, to, k)
+            candidates = candidates.transpose(1, 2).reshape(batch, num_tags, num_tags * k)  # (batch, to, from * k)
+            best, best_from = candidates.topk(k, dim=2)  # (batch, to, k)
+            real = mask[:, step, None, None]
+            # past a row's end, each entry points at itself: its paths stop growing
+            itself = torch.arange(num_tags * k, device=emissions.device).view(1, num_tags, k)
+            backpointers.append(torch.where(real, best_from, itself))
+            score = torch.where(real, best + emissions[:, step, :, None], score)
+        final, final_index = (score + end[None, :, None]).reshape(batch, num_tags * k).topk(k, dim=1)  # (batch, k)
+        lengths = mask.sum(1)
+        paths = torch.zeros(batch, k, time, dtype=torch.long, device=emissions.device)
+        current = final_index  # (batch, k) index into (tags * k) at the last step
+        for step in range(time - 1, -1, -1):
+            paths[:, :, step] = current // k
+            if step > 0:
+                current = backpointers[step - 1].reshape(batch, num_tags * k).gather(1, current)
+        # a row's tags sit at its first `length` steps (the steps after repeat its last entry)
+        found = final > float("-inf")  # (batch, k): fewer than k sequences may exist
+        log_z = torch.logsumexp(self._forward_scores(exact, mask, constrained)[-1], dim=1)  # (batch,)
+        rows = torch.arange(batch, device=emissions.device)[:, None].expand(batch, k)[found]
+        log_probabilities = self.score(exact[rows], paths[found], mask[rows]) - log_z[rows]
+        probabilities = iter(log_probabilities.exp().clamp(max=1.0).tolist())
+        return [[(paths[row, rank, : int(lengths[row])].tolist(), next(probabilities)) for rank in range(k) if found[row, rank]]
+                for row in range(batch)]  # fmt: skip
 
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor, constrained: bool = True) -> list[list[int]]:
         """The best tag sequence for each row (Viterbi), cut to its real length."""
         emissions = emissions.float()
-        transitions, start, end = self.transitions, self.start_transitions, self.end_transitions
-        if constrained:
-            transitions = transitions + self.transition_penalty
-            start, end = start + self.start_penalty, end + self.end_penalty
+        transitions, start, end = self._potentials(constrained)
         score = start + emissions[:, 0]  # (batch, tags)
         backpointers = []
         for step in range(1, emissions.shape[1]):

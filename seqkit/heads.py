@@ -177,6 +177,31 @@ class TaggingHead(nn.Module):
         # per-token log-probabilities, chained only by the scheme's constraints
         return self.crf.decode(emissions.float().log_softmax(-1), mask)
 
+    def _chain_scores(self, emissions: torch.Tensor) -> torch.Tensor:
+        """What the CRF's algorithms read: the emissions under a CRF; a softmax head's
+        per-token log-probabilities, chained by zero transition scores (and the scheme's
+        constraints), so that a sequence's probability is the product of its tokens'."""
+        return emissions.float() if self.use_crf else emissions.float().log_softmax(-1)
+
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(batch, time, tags) probability of each tag at each token among the sequences the
+        scheme allows: the CRF's marginals (forward-backward), or the softmax (renormalized
+        over the allowed sequences when the scheme forbids some; exactly the softmax for
+        plain tags)."""
+        if not self.use_crf and not self.crf.constrained:  # nothing chains the tokens
+            return emissions.float().softmax(-1).masked_fill(~mask.unsqueeze(2), 0.0)
+        return self.crf.marginals(self._chain_scores(emissions), mask)
+
+    def log_prob_within(self, emissions: torch.Tensor, mask: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """(batch,) log-probability that every token's tag is among those ``allowed`` (batch,
+        time, tags) marks (``CRF.log_prob_within``)."""
+        return self.crf.log_prob_within(self._chain_scores(emissions), mask, allowed)
+
+    def k_best(self, emissions: torch.Tensor, mask: torch.Tensor, k: int) -> list[list[tuple[list[int], float]]]:
+        """The ``k`` most probable valid tag sequences of each row with their probabilities,
+        the best (``decode``'s) first (``CRF.k_best``)."""
+        return self.crf.k_best(self._chain_scores(emissions), mask, k)
+
 
 class Pooling(nn.Module):
     """One vector per sequence from the encoder's states at its real (unpadded) steps.

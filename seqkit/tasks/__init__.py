@@ -19,7 +19,7 @@ from .generation import GenerationTask, generate_texts
 from .language_model import LanguageModelTask, evaluate_language_model, evaluate_language_model_file
 from .seq2seq import Seq2SeqTask, translate_ids
 from .sequence import ClassificationTask, RegressionTask, encode_inputs, predict_outputs
-from .tagging import TaggingTask, evaluate_tagger, predict_tags
+from .tagging import TaggingTask, evaluate_tagger, predict_tags, score_tags
 
 TASKS: dict[str, type] = {
     "language_model": LanguageModelTask,
@@ -32,6 +32,6 @@ TASKS: dict[str, type] = {
 
 __all__ = [
     "TASKS", "LanguageModelTask", "TaggingTask", "ClassificationTask", "RegressionTask", "evaluate_language_model",
-    "evaluate_language_model_file", "evaluate_tagger", "predict_tags", "encode_inputs", "predict_outputs",
+    "evaluate_language_model_file", "evaluate_tagger", "predict_tags", "score_tags", "encode_inputs", "predict_outputs",
     "GenerationTask", "generate_texts", "Seq2SeqTask", "translate_ids",
 ]  # fmt: skip

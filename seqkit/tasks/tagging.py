@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
 from tokenizers import Tokenizer
@@ -10,7 +10,7 @@ from tokenizers import Tokenizer
 from ..config import Recipe
 from ..data import Batches, TaggedBatch, bucketed_batches, collate_tagged, read_conll
 from ..distributed import shard_batches
-from ..labels import SPAN_SCHEMES, LabelSet, convert, split_tag, tags_for_types
+from ..labels import SPAN_SCHEMES, LabelSet, convert, spans, split_tag, tags_for_types
 from ..errors import DataError
 from ..metrics import entity_scores, tag_scores
 from ..model import SequenceModel
@@ -146,23 +146,154 @@ def predict_tags(
     Sentences are sorted by length into batches, so padding (and packing) wastes little.
     An empty sentence gets no tags.
     """
+    results: list[list[str]] = [[] for _ in sentences]
+    for indices, emissions, mask in _emission_batches(model, tokenizer, sentences, batch_size, precision):
+        for index, path in zip(indices, model.head.decode(emissions, mask)):
+            results[index] = convert([labels.labels[tag] for tag in path], labels.scheme, labels.data_scheme)
+    return results
+
+
+def _emission_batches(model: SequenceModel, tokenizer: Tokenizer, sentences: Sequence[Sequence[str]], batch_size: int, precision: str):
+    """``(sentence indices, emissions (batch, time, tags), mask (batch, time))`` for the
+    non-empty sentences, sorted by length into batches, the model in eval mode meanwhile."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     pad_id = special_ids(tokenizer).pad
     with_chars = model.embedding.char_features is not None
-    results: list[list[str]] = [[] for _ in sentences]
     present = [index for index, words in enumerate(sentences) if len(words)]
-    for batch in bucketed_batches([len(sentences[index]) for index in present], batch_size):
-        indices = [present[position] for position in batch]
-        words = [list(sentences[index]) for index in indices]
-        tensors = collate_tagged([word_ids(tokenizer, sentence) for sentence in words], words if with_chars else None, None, pad_id).to(device)
-        with autocast(device, precision):
-            emissions, _ = model(tensors.token_ids, tensors.lengths, char_ids=tensors.char_ids, char_index=tensors.char_index)
-        for index, path in zip(indices, model.head.decode(emissions, tensors.mask)):
-            results[index] = convert([labels.labels[tag] for tag in path], labels.scheme, labels.data_scheme)
-    model.train(was_training)
+    try:
+        for batch in bucketed_batches([len(sentences[index]) for index in present], batch_size):
+            indices = [present[position] for position in batch]
+            words = [list(sentences[index]) for index in indices]
+            tensors = collate_tagged([word_ids(tokenizer, sentence) for sentence in words], words if with_chars else None, None, pad_id).to(device)
+            with autocast(device, precision):
+                emissions, _ = model(tensors.token_ids, tensors.lengths, char_ids=tensors.char_ids, char_index=tensors.char_index)
+            yield indices, emissions.float(), tensors.mask
+    finally:
+        model.train(was_training)
+
+
+class ScoredTags(NamedTuple):
+    """One sentence's tags (data scheme) with how sure the model is of them: each token's
+    probability of its tag, each entity ``(first, end, type, probability)`` (token range),
+    and the ``n_best`` most probable tag sequences ``(tags, probability)``."""
+
+    tags: list[str]
+    scores: list[float]
+    spans: list[tuple[int, int, str, float]]
+    n_best: list[tuple[list[str], float]]
+
+
+@torch.inference_mode()
+def score_tags(
+    model: SequenceModel,
+    tokenizer: Tokenizer,
+    labels: LabelSet,
+    sentences: Sequence[Sequence[str]],
+    batch_size: int = 64,
+    n_best: int = 0,
+    precision: str = "fp32",
+) -> list[ScoredTags]:
+    """``predict_tags`` with probabilities, in input order (an empty sentence: all empty).
+
+    Probabilities are under the model's distribution over the tag sequences its scheme
+    allows (renormalized; a CRF's, or a softmax head's product of per-token softmaxes):
+
+    - a token's score is the marginal probability that it carries the tag it was given
+      (forward-backward; summed over the model's tags that read as that tag, e.g. B-X and
+      S-X for a BIOES model returning BIO tags);
+    - an entity's score is the probability that exactly that span is an entity of that type
+      (its first, inner and last tags as predicted, and the next token not continuing it);
+    - ``n_best`` lists up to that many most probable whole sequences (k-best Viterbi), the
+      first being the tags returned.
+    """
+    results = [ScoredTags([], [], [], []) for _ in sentences]
+    model_scheme, data_scheme = labels.scheme, labels.data_scheme
+    index = {tag: position for position, tag in enumerate(labels.labels)}
+    # a per-token reading of model tags as data tags (BIOES -> BIO), where one exists
+    per_token = model_scheme == data_scheme or "none" in (model_scheme, data_scheme) or data_scheme == "bio"
+    read_as = torch.tensor([index[convert([tag], model_scheme, data_scheme)[0]] if per_token else 0 for tag in labels.labels])
+    for indices, emissions, mask in _emission_batches(model, tokenizer, sentences, batch_size, precision):
+        head = model.head
+        paths = head.decode(emissions, mask)
+        marginals = head.marginals(emissions, mask)  # (batch, time, tags)
+        lengths = mask.sum(1).tolist()
+        patterns, owners = [], []  # one `allowed` (time, tags) per probability to compute, and (row, kind, position)
+        tags_of = []
+        for row, path in enumerate(paths):
+            model_tags = [labels.labels[tag] for tag in path]
+            tags = convert(model_tags, model_scheme, data_scheme)
+            tags_of.append(tags)
+            if not per_token:  # a BIO model returning BIOES tags: B-X vs S-X depends on the next token
+                for position, tag in enumerate(tags):
+                    patterns.append(_pattern(labels, model_scheme, tag, model_tags[position], position, lengths[row], emissions.shape[1], index))
+                    owners.append((row, "token", position))
+            for first, end, label in spans(tags, data_scheme):
+                patterns.append(_span_pattern(labels, model_scheme, first, end, label, lengths[row], emissions.shape[1], index))
+                owners.append((row, "span", (first, end, label)))
+        probabilities = []
+        if patterns:
+            rows = torch.tensor([row for row, _, _ in owners], device=emissions.device)
+            allowed = torch.stack(patterns).to(emissions.device)
+            probabilities = head.log_prob_within(emissions[rows], mask[rows], allowed).exp().tolist()
+        token_scores, entity_scores = [[] for _ in paths], [[] for _ in paths]
+        if per_token:
+            # P(token's data tag) = the sum of the marginals of the model tags read as it
+            grouped = torch.zeros_like(marginals).index_add_(2, read_as.to(marginals.device), marginals)
+            for row, tags in enumerate(tags_of):
+                token_scores[row] = [float(grouped[row, position, index[tag]]) for position, tag in enumerate(tags)]
+        for (row, kind, what), probability in zip(owners, probabilities):
+            if kind == "token":
+                token_scores[row].append(probability)
+            else:
+                entity_scores[row].append((*what, probability))
+        k_best = head.k_best(emissions, mask, n_best) if n_best else [[] for _ in paths]
+        for row, sentence in enumerate(indices):
+            ranked = [(convert([labels.labels[tag] for tag in path], model_scheme, data_scheme), probability) for path, probability in k_best[row]]
+            results[sentence] = ScoredTags(tags_of[row], token_scores[row], entity_scores[row], ranked)
     return results
+
+
+def _allowing(num_tags: int, time: int) -> torch.Tensor:
+    return torch.ones(time, num_tags, dtype=torch.bool)
+
+
+def _only(allowed: torch.Tensor, position: int, tags: list[int]) -> None:
+    allowed[position] = False
+    allowed[position, tags] = True
+
+
+def _span_pattern(labels: LabelSet, scheme: str, first: int, end: int, label: str, length: int, time: int, index: dict[str, int]) -> torch.Tensor:
+    """The tags that make ``[first, end)`` exactly one entity of type ``label`` in the model's
+    scheme: B- I-... (bio; then anything but I- after it) or B- I-... E- / S- (bioes)."""
+    allowed = _allowing(len(labels.labels), time)
+    if scheme == "bioes" and end - first == 1:
+        _only(allowed, first, [index[f"S-{label}"]])
+        return allowed
+    _only(allowed, first, [index[f"B-{label}"]])
+    for position in range(first + 1, end):
+        _only(allowed, position, [index[f"I-{label}"]])
+    if scheme == "bioes":
+        _only(allowed, end - 1, [index[f"E-{label}"]])
+    elif end < length:  # bio: the entity stops here only if the next token does not continue it
+        allowed[end, index[f"I-{label}"]] = False
+    return allowed
+
+
+def _pattern(labels: LabelSet, scheme: str, tag: str, model_tag: str, position: int, length: int, time: int, index: dict[str, int]) -> torch.Tensor:
+    """The model (bio) tags that make ``tag`` (bioes) the tag at ``position``: its own B-/I-/O
+    there, and for B-/I- an I- next, for S-/E- anything else next."""
+    allowed = _allowing(len(labels.labels), time)
+    _only(allowed, position, [index[model_tag]])
+    prefix, label = split_tag(tag)
+    if prefix != "O" and position + 1 < length:
+        inside = index[f"I-{label}"]
+        if prefix in ("B", "I"):
+            _only(allowed, position + 1, [inside])
+        else:
+            allowed[position + 1, inside] = False
+    return allowed
 
 
 def evaluate_tagger(
