@@ -41,11 +41,12 @@ from .decoding import NO_REPEAT_NGRAM_SIZE, SAMPLING_SETTINGS, check_settings as
 from .data import read_conll, read_examples, truncate
 from .errors import NotTextError
 from .hub import open_checkpoint
-from .labels import LabelSet, Targets
+from .labels import LabelSet, Targets, spans
 from .metrics import group_references, sequence_error_rates
 from .model import SequenceModel
 from .runtime import resolve_device
-from .tasks import encode_inputs, evaluate_language_model_file, evaluate_tagger, predict_outputs, score_tags
+from .tasks import encode_inputs, evaluate_language_model_file, evaluate_tagger, predict_outputs, predict_tags, score_tags
+from .tasks.tagging import ScoredTags
 from .tasks.generation import generate_texts
 from .tasks.seq2seq import translate_ids
 from .tasks.sequence import evaluate_file
@@ -319,7 +320,8 @@ class Tagger(Pretrained):
 
     task = "tagging"
 
-    def tag(self, texts: Union[str, Sequence[str], Sequence[Sequence[str]]], batch_size: int = 64, n_best: Optional[int] = None) -> Union[Doc, list[Doc]]:
+    def tag(self, texts: Union[str, Sequence[str], Sequence[Sequence[str]]], batch_size: int = 64, n_best: Optional[int] = None,
+            scores: bool = True) -> Union[Doc, list[Doc]]:  # fmt: skip
         """Tag one text, or many in batches, with each tag's probability (``Doc.scores``) and
         each entity's (``Span.score``).
 
@@ -329,6 +331,8 @@ class Tagger(Pretrained):
             batch_size: sentences per batch; sentences are sorted by length into batches.
             n_best: also find the K most probable tag sequences of each text (k-best
                 Viterbi; never one the scheme forbids) into ``Doc.n_best``.
+            scores: compute ``Doc.scores`` and ``Span.score`` (forward-backward under a
+                CRF); ``False`` leaves them empty and ``None`` and tags about twice as fast.
 
         Returns:
             A ``Doc`` for a string, else a list of ``Doc`` in input order. Empty or
@@ -360,7 +364,12 @@ class Tagger(Pretrained):
                 words_and_offsets.append((text, list(item), offsets))
             else:
                 raise TypeError(f"texts: item {position} is {type(item).__name__}; {accepts}")
-        scored = score_tags(self.model, self.tokenizer, self.labels, [words for _, words, _ in words_and_offsets], batch_size, n_best or 0)
+        sentences = [words for _, words, _ in words_and_offsets]
+        if scores or n_best:
+            scored = score_tags(self.model, self.tokenizer, self.labels, sentences, batch_size, n_best or 0, probabilities=scores)
+        else:  # the tags alone: no forward-backward, no span probabilities
+            tagged = predict_tags(self.model, self.tokenizer, self.labels, sentences, batch_size)
+            scored = [ScoredTags(tags, [], [(*span, None) for span in spans(tags, self.labels.data_scheme)], []) for tags in tagged]
         docs = []
         for (text, words, offsets), sentence in zip(words_and_offsets, scored):
             entities = []

@@ -270,7 +270,8 @@ def predict(checkpoint: str, input_path: str, output_format: str, batch_size: in
             return
         if isinstance(model, Tagger):
             plain = model.labels.data_scheme == "none"
-            lines = [_format_doc(doc, output_format, plain) for doc in model.tag(chunk, batch_size=batch_size)]
+            docs = model.tag(chunk, batch_size=batch_size, scores=output_format == "jsonl")  # text and conll print no scores
+            lines = [_format_doc(doc, output_format, plain) for doc in docs]
         elif isinstance(model, Seq2Seq):
             outputs = model.predict(chunk, beam=beam, batch_size=batch_size)
             lines = [json.dumps({"text": item, "output": output}, ensure_ascii=False) if output_format == "jsonl" else f"{item}\t{' '.join(output)}"

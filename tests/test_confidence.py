@@ -228,6 +228,17 @@ def test_predict_jsonl_prints_scores(bioes_tagger):
     assert all(set(span) == {"start", "end", "label", "text", "score"} for span in record["spans"])
 
 
+def test_scores_false_gives_the_same_tags_and_spans_without_probabilities(bioes_tagger):
+    tagger, best = bioes_tagger
+    texts = [TWEET, "", "call me ishmael"]
+    scored, plain = tagger.tag(texts), tagger.tag(texts, scores=False)
+    assert [doc.tags for doc in plain] == [doc.tags for doc in scored]
+    assert [tuple(doc.spans) for doc in plain] == [tuple(doc.spans) for doc in scored]
+    assert all(doc.scores == [] and all(span.score is None for span in doc.spans) for doc in plain)
+    text = CliRunner().invoke(main, ["predict", str(best), "-"], input=TWEET + "\n")  # text output prints no scores, so computes none
+    assert text.exit_code == 0 and text.output.strip()
+
+
 @pytest.mark.parametrize("model_scheme", ["bio", "bioes"])
 def test_span_probability_is_that_of_exactly_this_entity(model_scheme):
     """An entity's score, against every sequence: the sum over those whose spans hold it."""
