@@ -366,10 +366,12 @@ class Tagger(Pretrained):
                 raise TypeError(f"texts: item {position} is {type(item).__name__}; {accepts}")
         sentences = [words for _, words, _ in words_and_offsets]
         if scores or n_best:
-            scored = score_tags(self.model, self.tokenizer, self.labels, sentences, batch_size, n_best or 0, probabilities=scores)
+            scored = score_tags(self.model, self.tokenizer, self.labels, sentences, batch_size, n_best or 0)
+            if not scores:  # n_best alone: the sequences' probabilities, not the words' and spans'
+                scored = [ScoredTags(one.tags, [], [(*span[:3], None) for span in one.spans], one.n_best) for one in scored]
         else:  # the tags alone: no forward-backward, no span probabilities
-            tagged = predict_tags(self.model, self.tokenizer, self.labels, sentences, batch_size)
-            scored = [ScoredTags(tags, [], [(*span, None) for span in spans(tags, self.labels.data_scheme)], []) for tags in tagged]
+            scored = [ScoredTags(tags, [], [(*span, None) for span in spans(tags, self.labels.data_scheme)], [])
+                      for tags in predict_tags(self.model, self.tokenizer, self.labels, sentences, batch_size)]  # fmt: skip
         docs = []
         for (text, words, offsets), sentence in zip(words_and_offsets, scored):
             entities = []

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import os
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -126,3 +129,32 @@ def trained_seq2seq(tmp_path_factory):
     from seqkit.train import train
 
     return train(load_recipe(write_seq2seq_recipe(tmp_path_factory.mktemp("seq2seq"), short_pairs(40))), quiet=True)
+
+
+@pytest.fixture
+def server():
+    """An HTTP server on 127.0.0.1 in a thread: ``files`` maps a path to the bytes it serves
+    (others are 404), ``requests`` lists the paths asked for."""
+    files: dict[str, bytes] = {}
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            if self.path not in files:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(files[self.path])))
+            self.end_headers()
+            self.wfile.write(files[self.path])
+
+        def log_message(self, *args) -> None:  # keep the test output clean
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_port}", files=files, requests=requests)
+    httpd.shutdown()
+    httpd.server_close()

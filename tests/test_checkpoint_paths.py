@@ -7,12 +7,10 @@ archive that turns out bad is named as the user passed it; ``export`` and
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import shutil
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -217,33 +215,8 @@ def test_export_refuses_what_holds_no_weights_before_writing_and_a_bad_archive_n
     assert str(cache) not in _cli(["info", cut]).stderr
 
 
-@pytest.fixture
-def server():
-    """An HTTP server on 127.0.0.1 in a thread: ``files`` maps a path to the bytes it serves."""
-    files: dict[str, bytes] = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path not in files:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(files[self.path])))
-            self.end_headers()
-            self.wfile.write(files[self.path])
-
-        def log_message(self, *args) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}", files
-    httpd.shutdown()
-    httpd.server_close()
-
-
 def test_export_takes_an_archive_and_a_url(lm_run, tmp_path, server):
-    url, files = server
+    url, files = server.url, server.files
     first = _cli(["export", lm_run / "best", tmp_path / "lm.tar.gz"])
     assert first.exit_code == 0 and first.stderr == ""
     again = _cli(["export", tmp_path / "lm.tar.gz", tmp_path / "lm2.zip"])

@@ -7,7 +7,6 @@ still loads and predicts."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import os
@@ -16,10 +15,8 @@ import shutil
 import socket
 import stat
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -54,35 +51,6 @@ def archives(trained_classifier, tmp_path_factory) -> dict[str, Path]:
     directory = tmp_path_factory.mktemp("archives")
     last = trained_classifier.run_dir / "last"
     return {suffix: hub.export(last, directory / f"spam{suffix}").path for suffix in (".tar.gz", ".zip")}
-
-
-@pytest.fixture
-def server():
-    """An HTTP server on 127.0.0.1 in a thread: ``files`` maps a path to the bytes it serves
-    (others are 404), ``requests`` lists the paths asked for."""
-    files: dict[str, bytes] = {}
-    requests: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            requests.append(self.path)
-            if self.path not in files:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(files[self.path])))
-            self.end_headers()
-            self.wfile.write(files[self.path])
-
-        def log_message(self, *args) -> None:  # keep the test output clean
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_port}", files=files, requests=requests)
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def _cache_entries(cache: Path) -> list[str]:

@@ -194,7 +194,6 @@ def score_tags(
     batch_size: int = 64,
     n_best: int = 0,
     precision: str = "fp32",
-    probabilities: bool = True,
 ) -> list[ScoredTags]:
     """``predict_tags`` with probabilities, in input order (an empty sentence: all empty).
 
@@ -208,9 +207,6 @@ def score_tags(
       (its first, inner and last tags as predicted, and the next token not continuing it);
     - ``n_best`` lists up to that many most probable whole sequences (k-best Viterbi), the
       first being the tags returned.
-
-    ``probabilities=False`` leaves the scores out (empty lists; spans scored ``None``): the
-    tags alone, at ``predict_tags``' speed (forward-backward about doubles the time).
     """
     results = [ScoredTags([], [], [], []) for _ in sentences]
     model_scheme, data_scheme = labels.scheme, labels.data_scheme
@@ -221,7 +217,7 @@ def score_tags(
     for indices, emissions, mask in _emission_batches(model, tokenizer, sentences, batch_size, precision):
         head = model.head
         paths = head.decode(emissions, mask)
-        marginals = head.marginals(emissions, mask) if probabilities else None  # (batch, time, tags)
+        marginals = head.marginals(emissions, mask)  # (batch, time, tags)
         lengths = mask.sum(1).tolist()
         patterns, owners = [], []  # one `allowed` (time, tags) per probability to compute, and (row, kind, position)
         tags_of = []
@@ -229,8 +225,6 @@ def score_tags(
             model_tags = [labels.labels[tag] for tag in path]
             tags = convert(model_tags, model_scheme, data_scheme)
             tags_of.append(tags)
-            if not probabilities:
-                continue
             if not per_token:  # a BIO model returning BIOES tags: B-X vs S-X depends on the next token
                 for position, tag in enumerate(tags):
                     patterns.append(_pattern(labels, model_scheme, tag, model_tags[position], position, lengths[row], emissions.shape[1], index))
@@ -244,9 +238,7 @@ def score_tags(
             allowed = torch.stack(patterns).to(emissions.device)
             probabilities = head.log_prob_within(emissions[rows], mask[rows], allowed).exp().tolist()
         token_scores, entity_scores = [[] for _ in paths], [[] for _ in paths]
-        if not probabilities:
-            entity_scores = [[(first, end, label, None) for first, end, label in spans(tags, data_scheme)] for tags in tags_of]
-        elif per_token:
+        if per_token:
             # P(token's data tag) = the sum of the marginals of the model tags read as it
             grouped = torch.zeros_like(marginals).index_add_(2, read_as.to(marginals.device), marginals)
             for row, tags in enumerate(tags_of):
