@@ -214,9 +214,9 @@ def test_on_nonfinite_skip_leaves_bad_batches_out_and_counts_them(tiny_recipe, m
 
 
 def test_on_nonfinite_skip_stops_after_too_many_bad_batches_in_a_row(tiny_recipe, monkeypatch):
-    from seqkit import train as train_module
+    from seqkit.training import faults
 
-    monkeypatch.setattr(train_module, "MAX_SKIPPED_IN_A_ROW", 5)
+    monkeypatch.setattr(faults, "MAX_SKIPPED_IN_A_ROW", 5)
     _nonfinite_at(monkeypatch, {3, *range(12, 100)}, "gradient")
     with pytest.raises(TrainingDiverged, match=r"^5 batches in a row had a NaN or infinite loss or gradient, the last at step 16 "
                                                r"\(epoch 1, batch 16 of 25, .*\): the gradient norm is nan; the last good checkpoint "
@@ -226,12 +226,12 @@ def test_on_nonfinite_skip_stops_after_too_many_bad_batches_in_a_row(tiny_recipe
 
 
 def test_fp16_gradient_overflow_is_the_scalers_business_not_a_divergence():
-    from seqkit.train import _nonfinite
+    from seqkit.training.faults import nonfinite
 
     loss, overflowed = torch.tensor(2.5), torch.tensor(float("inf"))
-    assert _nonfinite(loss, overflowed, "fp16") is None  # GradScaler skips the step and lowers its scale
-    assert _nonfinite(loss, overflowed, "fp32") == "the gradient norm is inf"
-    assert _nonfinite(torch.tensor(float("nan")), torch.tensor(1.0), "fp16") == "the loss is nan"
+    assert nonfinite(loss, overflowed, "fp16") is None  # GradScaler skips the step and lowers its scale
+    assert nonfinite(loss, overflowed, "fp32") == "the gradient norm is inf"
+    assert nonfinite(torch.tensor(float("nan")), torch.tensor(1.0), "fp16") == "the loss is nan"
 
 
 # --- 4. A full disk, an unwritable output directory -----------------------------------
@@ -347,7 +347,7 @@ def _install_kill_points(run_dir: str, log_path: str, kill: Optional[tuple[str, 
     ``kill`` says: ``("before", n)``, ``("torn", n)`` (half of the n-th file written),
     ``("after", n)`` the n-th operation, or ``("step", k)`` inside the k-th training step."""
     from seqkit import checkpoint
-    from seqkit import train as train_module
+    from seqkit.training import run as run_module
 
     log = open(log_path, "a", buffering=1)  # a line at a time: on disk before any kill
     operations, steps = itertools.count(1), itertools.count(1)
@@ -377,7 +377,7 @@ def _install_kill_points(run_dir: str, log_path: str, kill: Optional[tuple[str, 
     checkpoint.os = _Patched(os, rename=numbered("rename", os.rename))
     checkpoint.shutil = _Patched(shutil, rmtree=numbered("rmtree", shutil.rmtree))
 
-    save_checkpoint = train_module.save_checkpoint
+    save_checkpoint = run_module.save_checkpoint
 
     def logged_save(directory: Path, *args: Any, **kwargs: Any) -> Path:
         step = args[3]["step"]  # info
@@ -386,7 +386,7 @@ def _install_kill_points(run_dir: str, log_path: str, kill: Optional[tuple[str, 
         log.write(f"- saved {Path(directory).name} {step}\n")
         return saved
 
-    train_module.save_checkpoint = logged_save
+    run_module.save_checkpoint = logged_save
     loss = LanguageModelTask.loss
 
     def loss_or_die(self: Any, *args: Any) -> Any:

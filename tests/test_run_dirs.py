@@ -23,7 +23,7 @@ import seqkit
 from helpers import ROOT, SPAM, TINY_CLASSIFIER, first_records, write_jsonl
 from seqkit.cli import main
 from seqkit.tasks import LanguageModelTask
-from seqkit.train import RUN_MARKER
+from seqkit.training.run_dir import RUN_MARKER
 
 SHORT = ["--set", "train.max_steps=2", "--set", "generate.max_tokens=4", "--quiet"]
 
@@ -174,7 +174,7 @@ def test_a_second_run_into_a_directory_being_written_exits_2_naming_the_first(ti
 def test_resume_keeps_tensorboard_events_up_to_and_including_the_resumed_step(tiny_recipe, monkeypatch):
     import seqkit.train as training
 
-    class StopAfter15(training._StopSignal):  # Ctrl-C during step 15
+    class StopAfter15(training.StopSignal):  # Ctrl-C during step 15
         checks = 0
 
         @property
@@ -187,10 +187,10 @@ def test_resume_keeps_tensorboard_events_up_to_and_including_the_resumed_step(ti
             pass
 
     settings = ["--set", "train.max_steps=20", "--set", "train.eval_every=5", "--set", "generate.max_tokens=4", "--quiet"]
-    monkeypatch.setattr(training, "_StopSignal", StopAfter15)
+    monkeypatch.setattr(training, "StopSignal", StopAfter15)
     interrupted = CliRunner().invoke(main, ["train", str(tiny_recipe), *settings])
     assert interrupted.exit_code == 130, interrupted.stderr
-    monkeypatch.setattr(training, "_StopSignal", StopAfter15.__mro__[1])
+    monkeypatch.setattr(training, "StopSignal", StopAfter15.__mro__[1])
     resumed = CliRunner().invoke(main, ["train", str(tiny_recipe), *settings, "--resume"])
     assert resumed.exit_code == 0, resumed.stderr
     events = EventAccumulator("runs/tiny/tb")
