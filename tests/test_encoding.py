@@ -17,8 +17,8 @@ import yaml
 import seqkit
 from seqkit.config import load_recipe
 from seqkit.data import read_text
+from seqkit.data.streaming import Corpus, sample_lines, streams
 from seqkit.errors import DataError, NotTextError
-from seqkit.streaming import Corpus, sample_lines, streams
 from seqkit.train import train
 
 from helpers import MOBY, SPAM, TINY_CLASSIFIER, TINY_RECIPE, TINY_TAGGER, WNUT, first_sentences, short_pairs
@@ -208,9 +208,9 @@ def test_streaming_reads_ascii_compatible_encodings_and_refuses_utf16(tmp_path, 
     with pytest.raises(NotTextError, match=rf"^{re.escape(str(cp1252))}: not UTF-8 text in the line at byte \d+ \(convert it to UTF-8\)$"):
         list(Corpus([str(cp1252)]).lines(0, cp1252.stat().st_size))
 
-    import seqkit.streaming
+    import seqkit.data.streaming
 
-    monkeypatch.setattr(seqkit.streaming, "STREAM_ABOVE", 100)
+    monkeypatch.setattr(seqkit.data.streaming, "STREAM_ABOVE", 100)
     utf16 = write(tmp_path / "d.txt", text, "utf-16")
     assert streams("auto", str(cp1252), "cp1252") and not streams("auto", str(utf16), "utf-16") and not streams("auto", str(utf16), "utf-32-le")
     with pytest.raises(DataError, match=r"streamed text is cut into lines at the byte 0x0A, which is not a newline in utf-16 \(data\.encoding\): set data\.streaming to false$"):

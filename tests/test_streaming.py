@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqkit import streaming
 from seqkit.config import load_recipe
-from seqkit.data import LMStream, token_stream
+from seqkit.data import LMStream, streaming, token_stream
+from seqkit.data.streaming import Corpus, StreamedText, sample_lines
 from seqkit.errors import DataError, RecipeError
-from seqkit.streaming import Corpus, StreamedText, sample_lines
 from seqkit.tokenize import special_ids, train_tokenizer
 from seqkit.train import TrainingInterrupted, train
 

@@ -10,6 +10,7 @@ from tokenizers import Tokenizer
 
 from ..config import Recipe
 from ..data import LMChunk, LMStream, read_text, token_stream
+from ..data.streaming import Corpus, StreamedText, epoch_offset, estimate_tokens, estimated_steps, sample_lines, streams
 from ..decoding import generate_text
 from ..distributed import own_rows, shard_rows
 from ..encoders import State
@@ -17,7 +18,6 @@ from ..labels import LabelSet
 from ..metrics import perplexity
 from ..model import SequenceModel
 from ..runtime import autocast
-from ..streaming import Corpus, StreamedText, epoch_offset, estimate_tokens, estimated_steps, sample_lines, streams
 from ..tokenize import special_ids, tokenizer_for
 
 

@@ -2,7 +2,7 @@
 
 With ``data.streaming: true`` (or ``auto``, the default, for training text over 1 GiB) a
 language model keeps none of its training corpus in memory: ``StreamedText`` lays the
-corpus out as ``batch_size`` rows, as ``data.LMStream`` does, but by bytes: row ``b`` reads
+corpus out as ``batch_size`` rows, as ``batch.LMStream`` does, but by bytes: row ``b`` reads
 the lines that start in the ``b``-th of ``batch_size`` equal byte ranges of the files (read
 as one), tokenizes them as it goes and ends with the first token of the next row, so every
 token after the first is a target once and the state a row leaves is the right context for
@@ -15,7 +15,7 @@ Why not ``datasets``' own streaming (``load_dataset("text", streaming=True)``): 
 file front to back as one iterator of lines, and the rows of a language model start at
 ``batch_size`` places across the corpus, which one iterator reaches only by reading and
 dropping everything before each. Byte ranges reach them with a ``seek``. Validation and
-test text stay in memory (``data.token_stream``).
+test text stay in memory (``read.token_stream``).
 
 Byte ranges are cut into lines at the byte 0x0A, so the text must be in an encoding that
 writes a newline so (``data.encoding``: UTF-8, latin-1, cp1252, ...; ``config.splits_at_newline_byte``).
@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from .config import splits_at_newline_byte
-from .data import LMChunk
-from .errors import DataError, NotTextError
-from .tokenize import encode_ids
+from ..config import splits_at_newline_byte
+from ..errors import DataError, NotTextError
+from ..tokenize import encode_ids
+from .batch import LMChunk
 
 STREAM_ABOVE = 1 << 30  # data.streaming: auto streams training text larger than this many bytes
 SAMPLE_PIECES = 64  # sample_lines reads this many evenly spaced pieces

@@ -1,24 +1,19 @@
-"""Reading data files into ``datasets`` and cutting them into batches.
+"""Reading data files into examples: the first of the two rooms of ``seqkit.data``.
 
-Files are read with Hugging Face ``datasets`` (Arrow, memory-mapped) and tokenized once
-with ``Dataset.map``, which caches the result next to the dataset's own cache, so a second
-run over the same file and tokenizer does not tokenize again.
+Every file format a recipe names becomes examples here, and every problem in a file is
+named at its file and line (``DataError``, ``NotTextError``):
 
-Language modeling reads a corpus as one stream of token ids (each non-empty line
-followed by ``<eos>``), lays it out as ``batch_size`` contiguous rows and walks over them
-in chunks of ``bptt`` tokens: truncated back-propagation through time.
-
-Tagging reads CoNLL files (a token and a tag per line, a blank line between sentences)
-and groups sentences of similar length into batches (``bucketed_batches``), which
-``collate_tagged`` pads; the encoder packs them.
-
-Classification and regression read JSON Lines (gzip or not) or ``.npz`` arrays
-(``read_examples``), hold out validation and test examples by a hash of a field
-(``holdout_split``), truncate long inputs (``truncate``) and pad batches of similar
-lengths (``collate_sequences``).
+- plain text (``read_text``, one ``datasets`` row a line; ``token_stream``: the ids of a
+  language model's text, ``<eos>`` after each line), read with Hugging Face ``datasets``
+  (Arrow, memory-mapped) and tokenized once with ``Dataset.map``, whose cache spares a
+  second run over the same file and tokenizer the tokenizing;
+- CoNLL (``read_conll``: a token and a tag a line, a blank line between sentences);
+- JSON Lines, gzip or not, ``.npz`` arrays and ``SOURCE<TAB>TARGET`` pairs (``read_examples``);
+- hold-out splits by a hash of a field (``holdout_split``).
 
 Every text reader takes the files' ``encoding`` (``data.encoding``; UTF-8 unless set) and
-names the first line that is not text in it (``NotTextError``).
+names the first line that is not text in it (``NotTextError``). Turning examples into
+batches is ``seqkit.data.batch``'s.
 """
 
 from __future__ import annotations
@@ -29,28 +24,28 @@ import gzip
 import hashlib
 import io
 import json
-import random
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from .errors import DataError, NotTextError
-from .labels import OUTSIDE, end_problem, scheme_of, split_tag, tag_problem
-from .tokenize import encode_ids
+from ..errors import DataError, NotTextError
+from ..labels import OUTSIDE, end_problem, scheme_of, split_tag, tag_problem
+from ..tokenize import encode_ids
 
-IGNORE_INDEX = -100  # padded positions of a tag tensor (PyTorch's cross-entropy default)
-MAX_WORD_BYTES = 32  # character features read at most this many bytes of a word
 _UNDECODABLE = "\udc00"  # what bytes that are not text become while decoding (a lone surrogate: no decoded text holds one)
 codecs.register_error("seqkit.undecodable", lambda error: (_UNDECODABLE, error.end))
 
 if TYPE_CHECKING:
     import datasets
+
+
+# --- Plain text: a language model corpus, a line a row ------------------------------------
 
 
 @functools.cache
@@ -137,73 +132,7 @@ def token_stream(path: str | Path | Sequence[str | Path], tokenizer: Tokenizer, 
     return torch.from_numpy(np.concatenate(pieces))
 
 
-@dataclass
-class LMChunk:
-    """One truncated-BPTT chunk: ``targets`` are ``token_ids`` shifted by one step."""
-
-    token_ids: torch.Tensor  # (batch, time)
-    targets: torch.Tensor  # (batch, time); padding where the stream ran out
-
-
-class LMStream:
-    """A token stream laid out as ``batch_size`` contiguous rows, read ``bptt`` steps at a time.
-
-    Row ``b`` holds the ``b``-th slice of the stream, so the hidden state that chunk ``i``
-    leaves in row ``b`` is the right context for chunk ``i + 1`` in that row. Neighbouring
-    rows share one token (the last input of a row is the first of the next), so every
-    token after the first is a target exactly once. The tail that does not fill the last
-    row is padded, never dropped; padded targets carry ``pad_id`` and are left out of the loss.
-
-    With ``context`` (evaluation), each row after the first starts that many tokens early:
-    the model reads them to build its state, and their targets are padding, so a row's
-    first scored tokens are predicted from real context instead of an empty state, and
-    perplexity hardly depends on how many rows read the text.
-
-    Args:
-        stream: 1-D token ids.
-        batch_size: number of rows read in parallel.
-        bptt: time steps per chunk.
-        pad_id: the padding id.
-        offset: start reading at this position (shifting the chunk boundaries between
-            epochs lets the model see every split of the text).
-        context: tokens each row after the first reads before its slice, unscored.
-    """
-
-    def __init__(self, stream: torch.Tensor, batch_size: int, bptt: int, pad_id: int, offset: int = 0, context: int = 0):
-        stream = stream[offset:]
-        row_length = max(1, -(-(len(stream) - 1) // batch_size))  # targets per row: ceil((n - 1) / batch)
-        padded = torch.full((batch_size * row_length + 1,), pad_id, dtype=stream.dtype)
-        padded[: len(stream)] = stream
-        self.rows = padded.unfold(0, row_length + 1, row_length).contiguous()  # (batch, row_length + 1)
-        self.context = min(context, row_length) if batch_size > 1 else 0
-        if self.context:
-            # row b > 0 reads the `context` tokens before its slice first; row 0, with nothing
-            # before it, starts at once and is padded at its end instead
-            before = padded[: (batch_size - 1) * row_length].view(batch_size - 1, row_length)[:, row_length - self.context :]
-            after = torch.full((1, self.context), pad_id, dtype=stream.dtype)
-            first, others = torch.cat([self.rows[:1], after], dim=1), torch.cat([before, self.rows[1:]], dim=1)
-            self.rows = torch.cat([first, others])  # (batch, context + row_length + 1)
-        self.bptt = bptt
-        self.pad_id = pad_id
-
-    def to(self, device: torch.device) -> "LMStream":
-        self.rows = self.rows.to(device)
-        return self
-
-    def __len__(self) -> int:
-        return -(-(self.rows.shape[1] - 1) // self.bptt)
-
-    def __getitem__(self, index: int) -> LMChunk:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        start = index * self.bptt
-        end = min(start + self.bptt, self.rows.shape[1] - 1)
-        targets = self.rows[:, start + 1 : end + 1]
-        unscored = min(end, self.context) - start  # targets that are context for rows after the first
-        if unscored > 0:
-            targets = targets.clone()
-            targets[1:, :unscored] = self.pad_id
-        return LMChunk(token_ids=self.rows[:, start:end], targets=targets)
+# --- CoNLL: a token and a tag a line, a blank line between sentences ----------------------
 
 
 def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, scheme: str = "bio", encoding: str = "utf-8") -> "datasets.Dataset":
@@ -224,26 +153,27 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, sc
     if not path.is_file():
         raise DataError(path, "file not found" if not path.exists() else "not a file")
     sentences: dict[str, list] = {"tokens": [], "tags": [], "line": []}
-    tokens: list[str] = []
-    tags: list[str] = []
+    for start_line, tokens, tags in _conll_sentences(path, _conll_rows(path, token_column, tag_column, scheme, encoding), scheme):
+        sentences["tokens"].append(tokens)
+        sentences["tags"].append(tags)
+        sentences["line"].append(start_line)
+    if not sentences["tokens"]:
+        raise DataError(path, "holds no sentences (expected a token and a tag per line)")
+    return _in_memory_dataset(sentences, f"conll:{path.resolve()}:{path.stat().st_mtime_ns}:{token_column}:{tag_column}:{scheme}:{encoding}")
+
+
+def _conll_rows(path: Path, token_column: int, tag_column: int, scheme: str, encoding: str) -> Iterator[tuple[int, Optional[str], Optional[str]]]:
+    """``(line, token, tag)`` for each data line of a CoNLL file, and ``(line, None, None)``
+    where a sentence ends: at each blank line, and once past the last line.
+
+    Skips ``-DOCSTART-`` and comment lines; the first data line sets how many columns
+    every other must have. Tags are checked by ``_conll_sentences``, which reads these.
+    """
     columns: Optional[int] = None
-    start_line = number = 0
-    first_entity_tag: Optional[tuple[str, int]] = None  # (tag, line): to name a file that mixes schemes
-
-    def close(number: int) -> None:
-        if tokens:
-            problem = end_problem(tags[-1], scheme)
-            if problem:
-                raise DataError(path, problem, line=number - 1)
-            sentences["tokens"].append(list(tokens))
-            sentences["tags"].append(list(tags))
-            sentences["line"].append(start_line)
-            tokens.clear()
-            tags.clear()
-
+    number = 0
     for number, line in text_lines(path, encoding):
         if not line.strip():
-            close(number)
+            yield number, None, None
             continue
         if columns is None and line.lstrip().startswith("{") and _is_json_object(line):
             raise DataError(path, "a JSON Lines record: taggers read CoNLL files (a token and its tag a line, a blank line between sentences)", line=number)
@@ -261,6 +191,27 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, sc
         tag, token = fields[tag_column].strip(), fields[token_column].strip()
         if not token:
             raise DataError(path, f"no token in the token column (data.token_column: {token_column}, counting from 0)", line=number)
+        yield number, token, tag
+    yield number + 1, None, None
+
+
+def _conll_sentences(path: Path, rows: Iterator[tuple[int, Optional[str], Optional[str]]], scheme: str) -> Iterator[tuple[int, list[str], list[str]]]:
+    """``(first line, tokens, tags)`` for each sentence of ``rows`` (``_conll_rows``), each tag
+    checked against ``scheme`` and the tag before it, and the last tag of a sentence
+    against its end (an unclosed ``B-``/``I-`` under ``bioes``)."""
+    tokens: list[str] = []
+    tags: list[str] = []
+    start_line = 0
+    first_entity_tag: Optional[tuple[str, int]] = None  # (tag, line): to name a file that mixes schemes
+    for number, token, tag in rows:
+        if token is None:  # a blank line, or past the last line: the sentence ends
+            if tokens:
+                problem = end_problem(tags[-1], scheme)
+                if problem:
+                    raise DataError(path, problem, line=number - 1)
+                yield start_line, tokens, tags
+                tokens, tags = [], []
+            continue
         problem = tag_problem(tags[-1] if tags else OUTSIDE, tag, scheme)
         if problem and first_entity_tag is not None and scheme_of(tag) == "none":
             seen, seen_line = first_entity_tag
@@ -274,10 +225,6 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1, sc
             start_line = number
         tokens.append(token)
         tags.append(tag)
-    close(number + 1)
-    if not sentences["tokens"]:
-        raise DataError(path, "holds no sentences (expected a token and a tag per line)")
-    return _in_memory_dataset(sentences, f"conll:{path.resolve()}:{path.stat().st_mtime_ns}:{token_column}:{tag_column}:{scheme}:{encoding}")
 
 
 def _is_json_object(line: str) -> bool:
@@ -302,117 +249,6 @@ def _looks_like_tag(value: str, scheme: str) -> bool:
         return True
     prefix, label = split_tag(value.strip())
     return value.strip() == OUTSIDE or (len(prefix) == 1 and bool(label))
-
-
-@dataclass
-class TaggedBatch:
-    """Padded sentences: what a tagging model reads, and their gold tags when known."""
-
-    token_ids: torch.Tensor  # (batch, time), pad_id after each sentence
-    lengths: torch.Tensor  # (batch,) on the CPU, as packing wants
-    char_ids: Optional[torch.Tensor]  # (distinct words, word_bytes): each distinct word of the batch once, 0 pads
-    char_index: Optional[torch.Tensor]  # (batch, time): row of char_ids for each token, 1-based; 0 at padding
-    tag_ids: Optional[torch.Tensor]  # (batch, time), IGNORE_INDEX at padding
-
-    def to(self, device: torch.device) -> "TaggedBatch":
-        move = lambda tensor: None if tensor is None else tensor.to(device, non_blocking=True)  # noqa: E731
-        return TaggedBatch(move(self.token_ids), self.lengths, move(self.char_ids), move(self.char_index), move(self.tag_ids))
-
-    @property
-    def mask(self) -> torch.Tensor:
-        """(batch, time) true on real tokens."""
-        return torch.arange(self.token_ids.shape[1], device=self.token_ids.device) < self.lengths.to(self.token_ids.device)[:, None]
-
-
-def collate_tagged(
-    word_ids: Sequence[Sequence[int]],
-    words: Optional[Sequence[Sequence[str]]],
-    tag_ids: Optional[Sequence[Sequence[int]]],
-    pad_id: int,
-) -> TaggedBatch:
-    """Pad a list of sentences into one batch.
-
-    Args:
-        word_ids: each sentence's word ids (at least one word each).
-        words: each sentence's words, for character features (``None``: no char_ids).
-        tag_ids: each sentence's tag ids, or ``None`` at inference.
-        pad_id: the padding word id.
-    """
-    lengths = torch.tensor([len(sentence) for sentence in word_ids], dtype=torch.long)
-    max_length = int(lengths.max())
-    token_tensor = torch.full((len(word_ids), max_length), pad_id, dtype=torch.long)
-    for row, sentence in enumerate(word_ids):
-        token_tensor[row, : len(sentence)] = torch.tensor(sentence, dtype=torch.long)
-    char_tensor = char_index = None
-    if words is not None:
-        # each distinct word once: a batch repeats "the", "." and friends many times
-        distinct: dict[str, int] = {}
-        char_index = torch.zeros((len(words), max_length), dtype=torch.long)
-        for row, sentence in enumerate(words):
-            char_index[row, : len(sentence)] = torch.tensor([distinct.setdefault(word, len(distinct) + 1) for word in sentence])
-        char_tensor = _word_bytes(list(distinct))
-        char_tensor = char_tensor[:, : max(1, int((char_tensor != 0).sum(1).max()))]
-    tag_tensor = None
-    if tag_ids is not None:
-        tag_tensor = torch.full((len(tag_ids), max_length), IGNORE_INDEX, dtype=torch.long)
-        for row, sentence in enumerate(tag_ids):
-            tag_tensor[row, : len(sentence)] = torch.tensor(sentence, dtype=torch.long)
-    return TaggedBatch(token_tensor, lengths, char_tensor, char_index, tag_tensor)
-
-
-def _word_bytes(words: Sequence[str]) -> torch.Tensor:
-    """(words, MAX_WORD_BYTES) byte ids of each word's first bytes, shifted by one; 0 pads."""
-    encoded = [word.encode("utf-8")[:MAX_WORD_BYTES] for word in words]
-    flat = np.frombuffer(b"".join(word.ljust(MAX_WORD_BYTES, b"\0") for word in encoded), dtype=np.uint8)
-    lengths = np.fromiter((len(word) for word in encoded), dtype=np.int64, count=len(encoded))
-    ids = flat.reshape(len(encoded), MAX_WORD_BYTES).astype(np.int64) + 1
-    ids[np.arange(MAX_WORD_BYTES)[None, :] >= lengths[:, None]] = 0
-    return torch.from_numpy(ids)
-
-
-class Batches(Sequence):
-    """The batches of an epoch, each collated when the loop reaches it (an epoch of G2P is
-    2,700 batches: collating them all up front took seconds before the first step).
-
-    Args:
-        groups: the example indices of each batch; an empty group (a DDP process's share
-            of a small batch) gives ``None``.
-        collate: example indices -> a batch.
-    """
-
-    def __init__(self, groups: Sequence[Sequence[int]], collate: Callable[[Sequence[int]], Any]):
-        self.groups = groups
-        self.collate = collate
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __getitem__(self, index: int) -> Any:
-        if not 0 <= index < len(self.groups):
-            raise IndexError(index)
-        return self.collate(self.groups[index]) if self.groups[index] else None
-
-
-def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: Optional[str] = None, pool: int = 50) -> list[list[int]]:
-    """Group example indices into batches of similar lengths, so padding (and packing)
-    wastes little.
-
-    With a ``seed``: shuffle, sort within pools of ``pool * batch_size`` examples, cut
-    into batches and shuffle the batches -- a pure function of the seed. Without one:
-    sort everything by length (inference).
-    """
-    order = list(range(len(lengths)))
-    if seed is None:
-        order.sort(key=lambda index: lengths[index])
-        return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    generator = random.Random(seed)
-    generator.shuffle(order)
-    batches = []
-    for start in range(0, len(order), pool * batch_size):
-        chunk = sorted(order[start : start + pool * batch_size], key=lambda index: lengths[index])
-        batches += [chunk[offset : offset + batch_size] for offset in range(0, len(chunk), batch_size)]
-    generator.shuffle(batches)
-    return batches
 
 
 # --- Many-to-one examples: JSON Lines (text or vectors) and .npz (vectors) ------------------
@@ -481,25 +317,22 @@ def read_examples(
         if inputs != "vectors":
             raise DataError(path, ".npz files hold vectors: set data.inputs to vectors, or give text as JSON Lines")
         return _read_npz(path, input_field, fields, targets)
+    return _read_jsonl(path, input_field, fields, inputs, targets, key_field, encoding)
+
+
+def _read_jsonl(path: Path, input_field: str, fields: list[str], inputs: str, targets: str, key_field: Optional[str], encoding: str) -> Examples:
+    """The examples of a JSON Lines file (``read_examples``): each record's input, its
+    targets (from ``fields``, when there are any) and its holdout key."""
     examples = Examples(str(path), [], [] if fields else None, [], [])
-    width: Optional[int] = None
+    width: Optional[int] = None  # vector inputs: how many numbers each step holds (the first record's)
     for number, record in _json_lines(path, encoding):
         if input_field not in record:
             raise DataError(path, f"no {input_field!r} field (data.input_field)", line=number)
         value = record[input_field]
         if inputs == "text":
-            if not isinstance(value, str):
-                raise DataError(path, f"{input_field!r} must be a string, found {type(value).__name__}", line=number)
-            if not value.strip():
-                raise DataError(path, f"{input_field!r} is empty", line=number)
-            check_encodable(path, number, input_field, value)
-            examples.inputs.append(value)
+            examples.inputs.append(_text_input(path, number, input_field, value))
         else:
-            vectors = _vectors(value)
-            if vectors is None:
-                raise DataError(path, f"{input_field!r} must be a non-empty list of steps, each a list of numbers of one length", line=number)
-            if width is not None and vectors.shape[1] != width:
-                raise DataError(path, f"steps of {vectors.shape[1]} numbers; earlier lines had {width}", line=number)
+            vectors = _vector_input(path, number, input_field, value, width)
             width = vectors.shape[1]
             examples.inputs.append(vectors)
         if fields:
@@ -512,6 +345,27 @@ def read_examples(
     if not examples.inputs:
         raise DataError(path, "holds no examples (expected one JSON object a line)")
     return examples
+
+
+def _text_input(path: Path, number: int, input_field: str, value) -> str:
+    """A record's text input: a non-empty string that UTF-8 can encode."""
+    if not isinstance(value, str):
+        raise DataError(path, f"{input_field!r} must be a string, found {type(value).__name__}", line=number)
+    if not value.strip():
+        raise DataError(path, f"{input_field!r} is empty", line=number)
+    check_encodable(path, number, input_field, value)
+    return value
+
+
+def _vector_input(path: Path, number: int, input_field: str, value, width: Optional[int]) -> np.ndarray:
+    """A record's vector input as ``(time, features)`` floats, each step ``width`` numbers
+    long like the records before it (any width for the first, ``width=None``)."""
+    vectors = _vectors(value)
+    if vectors is None:
+        raise DataError(path, f"{input_field!r} must be a non-empty list of steps, each a list of numbers of one length", line=number)
+    if width is not None and vectors.shape[1] != width:
+        raise DataError(path, f"steps of {vectors.shape[1]} numbers; earlier lines had {width}", line=number)
+    return vectors
 
 
 def text_lines(path: Path, encoding: str = "utf-8"):
@@ -711,57 +565,3 @@ def holdout_split(keys: Sequence[str], valid: float, test: float) -> dict[str, l
         splits["test" if point < test else "valid" if point < test + valid else "train"].append(index)
     return splits
 
-
-def truncate(ids: Sequence, max_length: Optional[int], side: str = "head") -> Sequence:
-    """Cut a sequence to ``max_length``, keeping its start (``head``), end (``tail``) or
-    both halves (``head+tail``: the extra step, if odd, goes to the head)."""
-    if max_length is None or len(ids) <= max_length:
-        return ids
-    if side == "head":
-        return ids[:max_length]
-    if side == "tail":
-        return ids[len(ids) - max_length :]
-    head = (max_length + 1) // 2
-    return [*ids[:head], *ids[len(ids) - (max_length - head) :]] if isinstance(ids, list) else np.concatenate([ids[:head], ids[len(ids) - (max_length - head) :]])
-
-
-@dataclass
-class SequenceBatch:
-    """Padded inputs of many-to-one (or per-step regression) examples, and their targets."""
-
-    inputs: torch.Tensor  # (batch, time) token ids, or (batch, time, features) vectors
-    lengths: torch.Tensor  # (batch,) on the CPU
-    targets: Optional[torch.Tensor]  # (batch,) class ids | (batch, outputs) | (batch, time, outputs), NaN at padding
-
-    def to(self, device: torch.device) -> "SequenceBatch":
-        targets = None if self.targets is None else self.targets.to(device, non_blocking=True)
-        return SequenceBatch(self.inputs.to(device, non_blocking=True), self.lengths, targets)
-
-
-def collate_sequences(inputs: Sequence, pad_id: int = 0, targets: Optional[Sequence] = None) -> SequenceBatch:
-    """Pad token-id lists (or ``(time, features)`` arrays) into one batch.
-
-    Targets: ints (class ids), ``(outputs,)`` arrays, or ``(time, outputs)`` arrays that
-    are padded with NaN (left out of the loss).
-    """
-    lengths = torch.tensor([len(sequence) for sequence in inputs], dtype=torch.long)
-    max_length = int(lengths.max())
-    if isinstance(inputs[0], np.ndarray):
-        padded = torch.zeros((len(inputs), max_length, inputs[0].shape[1]), dtype=torch.float32)
-        for row, sequence in enumerate(inputs):
-            padded[row, : len(sequence)] = torch.from_numpy(np.asarray(sequence, dtype=np.float32))
-    else:
-        padded = torch.full((len(inputs), max_length), pad_id, dtype=torch.long)
-        for row, sequence in enumerate(inputs):
-            padded[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-    target_tensor = None
-    if targets is not None:
-        if isinstance(targets[0], (int, np.integer)):
-            target_tensor = torch.tensor(targets, dtype=torch.long)
-        elif targets[0].ndim == 1:
-            target_tensor = torch.from_numpy(np.stack(targets).astype(np.float32))
-        else:
-            target_tensor = torch.full((len(targets), max_length, targets[0].shape[1]), float("nan"))
-            for row, values in enumerate(targets):
-                target_tensor[row, : len(values)] = torch.from_numpy(values)
-    return SequenceBatch(padded, lengths, target_tensor)
