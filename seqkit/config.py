@@ -24,9 +24,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import RecipeError
-from .recipe_rules import MANY_TO_ONE, TASKS, as_written, check_consistency  # noqa: F401 (MANY_TO_ONE, check_consistency: this module's API)
+from .recipe_rules import MANY_TO_ONE, TASKS, as_written, check_consistency  # noqa: F401 (MANY_TO_ONE: still importable from here)
 
-Task = Literal["language_model", "tagging", "classification", "regression", "generation", "seq2seq"]
+Task = Literal["language_model", "tagging", "classification", "regression", "generation", "seq2seq"]  # TASKS, as a type
 _SECTIONS = ("data", "tokenizer", "model", "train", "generate")  # an empty one (all keys commented out) means its defaults
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|(list|dict|tuple|literal|function-\w+)\[.*\])$")  # pydantic's tags in a loc
 # YAML constructs that open and must close (PyYAML's context for them): a syntax error inside one is most often that it does not
