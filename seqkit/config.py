@@ -1,8 +1,8 @@
 """The recipe: YAML in, a typed and validated ``Recipe`` out, every default visible.
 
 ``load_recipe`` is the one entry point. It reads the YAML, applies ``--set`` overrides,
-validates types with pydantic and then the rules that tie keys together, and reports
-*every* problem at once, one line each, naming the file, line and key::
+validates types with pydantic and then the rules that tie keys together (``recipe_rules``),
+and reports *every* problem at once, one line each, naming the file, line and key::
 
     recipes/lm.yaml:14: model.hiden_size: unknown key (did you mean model.hidden_size?)
     --set train.epochs=three: train.epochs: Input should be a valid integer
@@ -18,17 +18,15 @@ import difflib
 import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Iterable, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import RecipeError
+from .recipe_rules import MANY_TO_ONE, TASKS, as_written, check_consistency  # noqa: F401 (MANY_TO_ONE: still importable from here)
 
-Task = Literal["language_model", "tagging", "classification", "regression", "generation", "seq2seq"]
-TASKS: tuple[str, ...] = ("language_model", "tagging", "classification", "regression", "generation", "seq2seq")
-MANY_TO_ONE = ("classification", "regression")
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+Task = Literal["language_model", "tagging", "classification", "regression", "generation", "seq2seq"]  # TASKS, as a type
 _SECTIONS = ("data", "tokenizer", "model", "train", "generate")  # an empty one (all keys commented out) means its defaults
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|(list|dict|tuple|literal|function-\w+)\[.*\])$")  # pydantic's tags in a loc
 # YAML constructs that open and must close (PyYAML's context for them): a syntax error inside one is most often that it does not
@@ -245,6 +243,25 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bo
         RecipeError: listing every problem found, one line each.
     """
     path = Path(path)
+    data, root = _parse_recipe(path, _read_recipe_text(path))
+    locate = _Locator(path, root)
+    problems = locate.duplicate_keys()
+    override_problems, where = _apply_overrides(data, overrides, locate)
+    problems += override_problems
+    recipe, type_problems = _validate(data, where)
+    problems += type_problems
+    found = check_consistency(recipe) if recipe is not None else []
+    if check_files:
+        found += _check_files(data, path.parent)  # on the raw values, so they show even beside type errors
+    problems += [f"{where(loc)}: {'.'.join(loc)}: {msg}" for loc, msg in found]
+    if problems:
+        raise RecipeError(problems)
+    return recipe
+
+
+def _read_recipe_text(path: Path) -> str:
+    """The recipe file's text (UTF-8, a byte order mark dropped); ``RecipeError`` if it
+    cannot be read or is not UTF-8."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -252,10 +269,15 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bo
     except OSError as error:
         raise RecipeError([f"{path}: cannot read the recipe ({error.strerror or error})"]) from None
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise RecipeError([f"{path}:{line}: not UTF-8 text (convert the recipe to UTF-8)"]) from None
+
+
+def _parse_recipe(path: Path, text: str) -> tuple[dict[str, Any], yaml.Node | None]:
+    """The recipe's YAML as a dict of sections (an empty section: ``{}``) and its node tree
+    (for line numbers); ``RecipeError`` for a syntax error or YAML that is not a mapping."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -270,10 +292,13 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bo
     for section in _SECTIONS:
         if section in data and data[section] is None:
             data[section] = {}
+    return data, root
 
-    locate = _Locator(path, root)
-    problems = locate.duplicate_keys()
-    override_sources: dict[tuple[str, ...], str] = {}
+
+def _apply_overrides(data: dict[str, Any], overrides: Iterable[str], locate: _Locator) -> tuple[list[str], Callable[[tuple[str, ...]], str]]:
+    """Apply ``--set`` overrides to ``data``. Returns the problems with them and ``where``:
+    for a key path, the ``--set`` that gave its value, else its ``file:line``."""
+    problems, override_sources = [], {}
     for item in overrides:
         key_path, problem = _apply_override(data, item)
         if problem:
@@ -288,15 +313,7 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = (), check_files: bo
         below = [source for key_path, source in override_sources.items() if key_path[: len(loc)] == loc]
         return below[0] if below else locate(loc)  # `--set train.epochs.x=1` made train.epochs a mapping
 
-    recipe, type_problems = _validate(data, where)
-    problems += type_problems
-    found = check_consistency(recipe) if recipe is not None else []
-    if check_files:
-        found += _check_files(data, path.parent)  # on the raw values, so they show even beside type errors
-    problems += [f"{where(loc)}: {'.'.join(loc)}: {msg}" for loc, msg in found]
-    if problems:
-        raise RecipeError(problems)
-    return recipe
+    return problems, where
 
 
 def _yaml_syntax_error(path: Path, text: str, error: yaml.MarkedYAMLError) -> str:
@@ -334,104 +351,6 @@ def recipe_from_dict(data: dict[str, Any], source: str | Path) -> Recipe:
 def dump_recipe(recipe: Recipe) -> str:
     """The fully resolved recipe as YAML, every default written out, in schema order."""
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
-
-
-def check_consistency(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
-    """Rules that tie several keys together; each problem is (key path, message)."""
-    problems = []
-    model, train = recipe.model, recipe.train
-    if recipe.task == "language_model" and model.bidirectional:  # generation: below
-        problems.append(
-            (("model", "bidirectional"), "a language model predicts the next token, so its encoder must read left to right; set it to false")
-        )
-    if recipe.task not in ("language_model", "generation") and model.tie_weights:  # seq2seq: two vocabularies
-        problems.append((("model", "tie_weights"), "only a language model or a generator ties its output layer to the embedding"))
-    if recipe.task != "language_model" and model.output != "softmax":
-        problems.append((("model", "output"), "only a language model has an adaptive softmax; remove it or set 'softmax'"))
-    if model.adaptive_cutoffs is not None and model.output != "adaptive":
-        problems.append((("model", "adaptive_cutoffs"), "cut the vocabulary for model.output: adaptive; set that too, or remove this"))
-    if model.adaptive_cutoffs is not None and (not model.adaptive_cutoffs or model.adaptive_cutoffs != sorted(set(model.adaptive_cutoffs))):
-        problems.append((("model", "adaptive_cutoffs"), "token ids that strictly increase, e.g. [64, 256, 1024, 4096]: the shortlist ends at the first"))
-    if recipe.task != "tagging":
-        for key, default in (("crf", False), ("char_features", "none")):
-            if getattr(model, key) != default:
-                problems.append((("model", key), f"only tagging uses it; remove it or set {_as_written(default)}"))
-    if isinstance(recipe.data.train, list) and recipe.task != "language_model":
-        problems.append((("data", "train"), "only a language model reads several training files; give one path"))
-    if recipe.task != "language_model" and recipe.data.streaming is True:
-        problems.append((("data", "streaming"), "only a language model streams its training text; remove it"))
-    elif recipe.data.streaming is True and not splits_at_newline_byte(recipe.data.encoding):
-        problems.append((("data", "streaming"), f"streamed text is cut into lines at the byte 0x0A, which is not a newline in {recipe.data.encoding} "
-                                                f"(data.encoding): set data.streaming to false, or convert the files to UTF-8"))  # fmt: skip
-    if isinstance(recipe.data.train, list) and not recipe.data.train:
-        problems.append((("data", "train"), "an empty list: give one or more files"))
-    many_to_one = recipe.task in MANY_TO_ONE
-    if not many_to_one:
-        for section, key, default in (("model", "pooling", "last"), ("data", "inputs", "text"), ("data", "max_length", None),
-                                      ("model", "input_size", None)):  # fmt: skip
-            if getattr(getattr(recipe, section), key) != default:
-                problems.append(((section, key), f"only classification and regression use it; remove it or set {_as_written(default)}"))
-    if recipe.task in ("language_model", "tagging") and recipe.data.holdout is not None:
-        problems.append((("data", "holdout"), "only classification, regression, generation and seq2seq hold examples out; give data.valid a file"))
-    if recipe.task != "generation":
-        for section, key, default in (("data", "condition_field", None), ("model", "condition", "both"), ("model", "condition_dim", 16)):
-            if getattr(getattr(recipe, section), key) != default:
-                problems.append(((section, key), f"only generation uses it; remove it or set {_as_written(default)}"))
-    if recipe.task != "seq2seq":
-        for section, key, default in (("model", "attention", "luong"), ("train", "teacher_forcing", 1.0), ("train", "teacher_forcing_end", None)):
-            if getattr(getattr(recipe, section), key) != default:
-                problems.append(((section, key), f"only seq2seq uses it; remove it or set {_as_written(default)}"))
-        if recipe.target_tokenizer is not None:
-            problems.append((("target_tokenizer",), "only seq2seq has a target tokenizer; remove it"))
-    if recipe.task == "generation" and model.bidirectional:
-        problems.append((("model", "bidirectional"), "a generator writes left to right, so its decoder must read that way; set it to false"))
-    if recipe.task != "classification" and train.class_weights is not None:
-        problems.append((("train", "class_weights"), "only classification weighs classes; remove it"))
-    if recipe.task != "regression" and train.loss != "mse":
-        problems.append((("train", "loss"), "only regression chooses its loss; remove it"))
-    if recipe.task == "regression" and model.pooling == "none" and recipe.data.inputs != "vectors":
-        problems.append((("model", "pooling"), "an output at every step needs vector inputs (data.inputs: vectors), one target per step"))
-    if recipe.task == "classification" and model.pooling == "none":
-        problems.append((("model", "pooling"), "a classifier gives one label per input: use last, mean, max or attention (a label per token is task: tagging)"))
-    if isinstance(train.class_weights, dict) and any(weight <= 0 for weight in train.class_weights.values()):
-        problems.append((("train", "class_weights"), "weights must be positive"))
-    if model.init_from is None and (train.freeze_pretrained or train.unfreeze != "all"):
-        problems.append((("train", "freeze_pretrained" if train.freeze_pretrained else "unfreeze"), "freezing applies to tensors loaded by model.init_from: set it"))
-    if model.init_from is not None and model.init_vocabulary == "source" and recipe.tokenizer.path is not None:
-        problems.append((("tokenizer", "path"), "model.init_from reuses its checkpoint's tokenizer: remove tokenizer.path, or set model.init_vocabulary: task"))
-    if model.init_from is None and model.init_vocabulary != "source":
-        problems.append((("model", "init_vocabulary"), "matches this task's words to the rows of model.init_from: set it"))
-    if model.init_from is not None and recipe.data.inputs == "vectors":
-        problems.append((("model", "init_from"), "vector inputs have no embedding to start from: remove it"))
-    if model.embeddings.freeze and model.embeddings.pretrained is None:
-        problems.append((("model", "embeddings", "freeze"), "freezes pretrained vectors: set model.embeddings.pretrained too"))
-    if model.embeddings.pretrained is not None and recipe.data.inputs == "vectors":
-        problems.append((("model", "embeddings", "pretrained"), "vector inputs have no embedding to fill"))
-    if recipe.data.inputs == "vectors" and model.input_size is None:
-        problems.append((("model", "input_size"), "data.inputs is vectors: set the number of values per step"))
-    if recipe.data.inputs == "text" and model.input_size is not None:
-        problems.append((("model", "input_size"), "only vector inputs have an input size (text goes through the embedding): remove it"))
-    holdout, data = recipe.data.holdout, recipe.data
-    if holdout is not None:
-        if data.valid is not None and holdout.valid > 0:
-            problems.append((("data", "holdout", "valid"), "data.valid names a file; set this to 0 or data.valid to null"))
-        if data.valid is None and holdout.valid == 0:
-            problems.append((("data", "holdout", "valid"), "data.valid is null, so validation examples must be held out: set a share above 0"))
-        if data.test is not None and holdout.test > 0:
-            problems.append((("data", "holdout", "test"), "data.test names a file; set this to 0 or data.test to null"))
-        if holdout.valid + holdout.test >= 0.9:
-            problems.append((("data", "holdout"), "valid + test would leave too little to train on"))
-    if recipe.task == "tagging" and recipe.data.scheme == "none" and model.tag_scheme is not None:
-        problems.append((("model", "tag_scheme"), "plain tags (data.scheme: none) form no entities to rewrite in bio or bioes; set it to null"))
-    if recipe.task == "tagging" and recipe.tokenizer.kind != "word" and recipe.tokenizer.path is None:
-        problems.append((("tokenizer", "kind"), "tagging gives one tag per word: use the word tokenizer"))
-    if train.epochs is None and train.max_steps is None:
-        problems.append((("train", "epochs"), "set train.epochs or train.max_steps (or both): training needs an end"))
-    if not _DEVICE_PATTERN.match(train.device):
-        problems.append((("train", "device"), f"unknown device {train.device!r}: use auto, cpu, cuda, cuda:N or mps"))
-    elif train.precision == "fp16" and train.device in ("cpu", "mps"):
-        problems.append((("train", "precision"), "fp16 needs CUDA (it trains with a gradient scaler); use auto (bf16 where the CPU runs it natively, else fp32)"))
-    return problems
 
 
 def _check_files(data: dict[str, Any], recipes: Path) -> list[tuple[tuple[str, ...], str]]:
@@ -520,14 +439,7 @@ def _describe(error: dict[str, Any], where) -> str:
             message += f" (did you mean {close[0]!r}?)"
     if kind == "model_type":
         message = "expected a mapping of keys (section: {key: value, ...})"
-    return f"{where(loc)}: {key}: {message}, got {_as_written(error.get('input'))}"
-
-
-def _as_written(value: Any) -> str:
-    """A recipe value as YAML spells it (``true``, ``null``), a string or number as Python's repr."""
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    return repr(value)
+    return f"{where(loc)}: {key}: {message}, got {as_written(error.get('input'))}"
 
 
 def _did_you_mean(loc: tuple[str, ...]) -> str:

@@ -216,19 +216,9 @@ def beam_search(
     before = before.index_select(0, origin)  # (rows * beam, time): what each hypothesis read before its first token
     for _ in range(max_length):
         logits, state = step(tokens, state)
-        log_probs = logits.float().index_fill(-1, banned, float("-inf")).log_softmax(-1)  # (rows * beam, vocab)
-        vocab = log_probs.shape[-1]
-        if no_repeat_ngram_size:
-            hypotheses, repeats = repeated_ngram_bans(torch.cat([before, history], dim=1), no_repeat_ngram_size)
-            log_probs[hypotheses, repeats] = float("-inf")
-        if end_id is not None:  # a finished beam may only "continue" with end, at no cost
-            frozen = torch.full_like(log_probs, float("-inf"))
-            frozen[:, end_id] = 0.0
-            log_probs = torch.where(finished[:, None], frozen, log_probs)
-        candidates = (scores.reshape(-1, 1) + log_probs).reshape(rows, beam * vocab)
-        scores, picked = candidates.topk(beam, dim=-1)  # (rows, beam)
-        parent = (picked // vocab + torch.arange(rows, device=device)[:, None] * beam).reshape(-1)
-        tokens = (picked % vocab).reshape(-1)
+        seen = torch.cat([before, history], dim=1) if no_repeat_ngram_size else None  # each hypothesis's text so far
+        log_probs = _step_log_probs(logits, banned, finished, end_id, seen, no_repeat_ngram_size)
+        scores, parent, tokens = _extend_beams(scores, log_probs)
         state = reorder(state, parent)
         was_finished = finished.index_select(0, parent)
         lengths = lengths.index_select(0, parent) + (~was_finished).float()
@@ -236,6 +226,44 @@ def beam_search(
         finished = was_finished | (tokens == end_id if end_id is not None else torch.zeros_like(was_finished))
         if bool(finished.all()):
             break
+    return _best_hypotheses(scores, lengths, history, end_id, length_penalty)
+
+
+def _step_log_probs(
+    logits: torch.Tensor, banned: torch.Tensor, finished: torch.Tensor, end_id: Optional[int], sequences: Optional[torch.Tensor], no_repeat_ngram_size: int
+) -> torch.Tensor:
+    """(rows * beam, vocab) log-probabilities of each hypothesis's next token: ``banned``
+    tokens and (with ``no_repeat_ngram_size``) those that would repeat an n-gram of its
+    ``sequences`` impossible; a ``finished`` one may only "continue" with ``end_id``, at no cost."""
+    log_probs = logits.float().index_fill(-1, banned, float("-inf")).log_softmax(-1)
+    if no_repeat_ngram_size:
+        hypotheses, repeats = repeated_ngram_bans(sequences, no_repeat_ngram_size)
+        log_probs[hypotheses, repeats] = float("-inf")
+    if end_id is not None:
+        frozen = torch.full_like(log_probs, float("-inf"))
+        frozen[:, end_id] = 0.0
+        log_probs = torch.where(finished[:, None], frozen, log_probs)
+    return log_probs
+
+
+def _extend_beams(scores: torch.Tensor, log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``beam`` best one-token extensions of each row's (rows, beam) hypotheses, on total
+    log-probability: their scores (rows, beam), and per new hypothesis (rows * beam) the
+    index of the hypothesis it extends and the token it adds."""
+    rows, beam = scores.shape
+    vocab = log_probs.shape[-1]
+    candidates = (scores.reshape(-1, 1) + log_probs).reshape(rows, beam * vocab)
+    scores, picked = candidates.topk(beam, dim=-1)  # (rows, beam)
+    parent = (picked // vocab + torch.arange(rows, device=scores.device)[:, None] * beam).reshape(-1)
+    return scores, parent, (picked % vocab).reshape(-1)
+
+
+def _best_hypotheses(
+    scores: torch.Tensor, lengths: torch.Tensor, history: torch.Tensor, end_id: Optional[int], length_penalty: float
+) -> list[tuple[list[int], float]]:
+    """Per row, the hypothesis with the best length-normalized score: its tokens (without
+    the end token) and that score."""
+    rows, beam = scores.shape
     normalized = (scores.reshape(-1) / lengths.clamp(min=1) ** length_penalty).reshape(rows, beam)
     normalized = normalized.masked_fill(~torch.isfinite(scores), float("-inf"))
     best = normalized.argmax(dim=-1)

@@ -209,15 +209,7 @@ def build_model(
         labels: the tags (tagging), classes (classification) or conditions (generation),
             the targets (regression), or the target tokenizer (seq2seq).
     """
-    if vocab_size is None:
-        if config.input_size is None:
-            raise ValueError("a model without a vocabulary reads vectors: set model.input_size")
-        embedding = VectorInput(config.input_size, dropout=config.dropout)
-    else:
-        char_features = None
-        if config.char_features != "none":
-            char_features = CharFeatures(config.char_features, config.char_embedding_dim, config.char_hidden_size, config.dropout)
-        embedding = TokenEmbedding(vocab_size, config.embedding_dim, padding_idx=pad_id, dropout=config.dropout, char_features=char_features)
+    embedding = _build_input(config, vocab_size, pad_id)
     conditioned = task == "generation" and labels is not None and len(labels.labels) > 0 and config.condition in ("input", "both")
     encoder = RNNEncoder(
         input_size=embedding.output_dim + (config.condition_dim if conditioned else 0),
@@ -228,10 +220,42 @@ def build_model(
         bidirectional=config.bidirectional,
         dropout=config.dropout,
     )
+    head = _build_head(task, config, embedding, encoder, vocab_size, pad_id, labels)
     if task == "seq2seq":
-        head = None  # the decoder predicts the tokens
-    elif task in ("language_model", "generation"):
-        head = LanguageModelHead(
+        return Seq2SeqModel(embedding, encoder, _build_decoder(config, encoder, labels))
+    if task == "generation":
+        num_conditions = len(labels.labels) if isinstance(labels, LabelSet) else 0
+        return ConditionedGenerator(embedding, encoder, head, num_conditions, config.condition_dim, config.condition)
+    return SequenceModel(embedding, encoder, head)
+
+
+def _build_input(config: ModelConfig, vocab_size: Optional[int], pad_id: int) -> TokenEmbedding | VectorInput:
+    """The model's input layer: token embeddings (with character features, if the recipe
+    asks), or for vector inputs (``vocab_size`` None) the vectors as they are."""
+    if vocab_size is None:
+        if config.input_size is None:
+            raise ValueError("a model without a vocabulary reads vectors: set model.input_size")
+        return VectorInput(config.input_size, dropout=config.dropout)
+    char_features = None
+    if config.char_features != "none":
+        char_features = CharFeatures(config.char_features, config.char_embedding_dim, config.char_hidden_size, config.dropout)
+    return TokenEmbedding(vocab_size, config.embedding_dim, padding_idx=pad_id, dropout=config.dropout, char_features=char_features)
+
+
+def _build_head(
+    task: str,
+    config: ModelConfig,
+    embedding: TokenEmbedding | VectorInput,
+    encoder: RNNEncoder,
+    vocab_size: Optional[int],
+    pad_id: int,
+    labels: Optional[LabelSet | Targets | Tokenizer],
+) -> Optional[nn.Module]:
+    """The task's head over the encoder's outputs; None for seq2seq (its decoder predicts the tokens)."""
+    if task == "seq2seq":
+        return None
+    if task in ("language_model", "generation"):
+        return LanguageModelHead(
             encoder.output_dim,
             vocab_size,
             pad_id=pad_id,
@@ -239,31 +263,28 @@ def build_model(
             tied_embedding=embedding.weight if config.tie_weights else None,
             cutoffs=adaptive_cutoffs(config, vocab_size) if config.output == "adaptive" else (),
         )
-    elif task == "tagging":
+    if task == "tagging":
         if not isinstance(labels, LabelSet):
             raise ValueError("a tagging model needs its labels")
         allowed, can_start, can_end = allowed_transitions(labels.labels, labels.scheme)
-        head = TaggingHead(encoder.output_dim, len(labels.labels), config.dropout, config.crf, allowed, can_start, can_end)
-    elif task == "classification":
+        return TaggingHead(encoder.output_dim, len(labels.labels), config.dropout, config.crf, allowed, can_start, can_end)
+    if task == "classification":
         if not isinstance(labels, LabelSet):
             raise ValueError("a classifier needs its classes")
-        head = ClassificationHead(encoder.output_dim, len(labels.labels), config.pooling, config.bidirectional, config.dropout)
-    elif task == "regression":
+        return ClassificationHead(encoder.output_dim, len(labels.labels), config.pooling, config.bidirectional, config.dropout)
+    if task == "regression":
         if not isinstance(labels, Targets):
             raise ValueError("a regression model needs its targets")
-        head = RegressionHead(encoder.output_dim, len(labels.names), config.pooling, config.bidirectional, config.dropout)
-    else:
-        raise ValueError(f"no head for task {task!r}")
-    if task == "seq2seq":
-        if not isinstance(labels, Tokenizer):
-            raise ValueError("a seq2seq model needs its target tokenizer")
-        decoder = AttentionDecoder(labels.get_vocab_size(), config.embedding_dim, config.hidden_size, config.num_layers, config.encoder,
-                                   encoder.output_dim, config.attention, config.dropout, special_ids(labels).pad)  # fmt: skip
-        return Seq2SeqModel(embedding, encoder, decoder)
-    if task == "generation":
-        num_conditions = len(labels.labels) if isinstance(labels, LabelSet) else 0
-        return ConditionedGenerator(embedding, encoder, head, num_conditions, config.condition_dim, config.condition)
-    return SequenceModel(embedding, encoder, head)
+        return RegressionHead(encoder.output_dim, len(labels.names), config.pooling, config.bidirectional, config.dropout)
+    raise ValueError(f"no head for task {task!r}")
+
+
+def _build_decoder(config: ModelConfig, encoder: RNNEncoder, labels: Optional[LabelSet | Targets | Tokenizer]) -> AttentionDecoder:
+    """A seq2seq model's decoder, attending over ``encoder``'s states, writing the target tokenizer's (``labels``) ids."""
+    if not isinstance(labels, Tokenizer):
+        raise ValueError("a seq2seq model needs its target tokenizer")
+    return AttentionDecoder(labels.get_vocab_size(), config.embedding_dim, config.hidden_size, config.num_layers, config.encoder,
+                            encoder.output_dim, config.attention, config.dropout, special_ids(labels).pad)  # fmt: skip
 
 
 def adaptive_cutoffs(config: ModelConfig, vocab_size: int) -> list[int]:

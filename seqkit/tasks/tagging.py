@@ -12,6 +12,7 @@ from ..data import Batches, TaggedBatch, bucketed_batches, collate_tagged, read_
 from ..distributed import shard_batches
 from ..labels import SPAN_SCHEMES, LabelSet, convert, spans, split_tag, tags_for_types
 from ..errors import DataError
+from ..heads import TaggingHead
 from ..metrics import entity_scores, tag_scores
 from ..model import SequenceModel
 from ..runtime import autocast
@@ -209,50 +210,75 @@ def score_tags(
       first being the tags returned.
     """
     results = [ScoredTags([], [], [], []) for _ in sentences]
-    model_scheme, data_scheme = labels.scheme, labels.data_scheme
     index = {tag: position for position, tag in enumerate(labels.labels)}
-    # a per-token reading of model tags as data tags (BIOES -> BIO), where one exists
-    per_token = model_scheme == data_scheme or "none" in (model_scheme, data_scheme) or data_scheme == "bio"
-    read_as = torch.tensor([index[convert([tag], model_scheme, data_scheme)[0]] if per_token else 0 for tag in labels.labels])
+    read_as = _per_token_reading(labels, index)
     for indices, emissions, mask in _emission_batches(model, tokenizer, sentences, batch_size, precision):
-        head = model.head
-        paths = head.decode(emissions, mask)
-        marginals = head.marginals(emissions, mask)  # (batch, time, tags)
-        lengths = mask.sum(1).tolist()
-        patterns, owners = [], []  # one `allowed` (time, tags) per probability to compute, and (row, kind, position)
-        tags_of = []
-        for row, path in enumerate(paths):
-            model_tags = [labels.labels[tag] for tag in path]
-            tags = convert(model_tags, model_scheme, data_scheme)
-            tags_of.append(tags)
-            if not per_token:  # a BIO model returning BIOES tags: B-X vs S-X depends on the next token
-                for position, tag in enumerate(tags):
-                    patterns.append(_pattern(labels, model_scheme, tag, model_tags[position], position, lengths[row], emissions.shape[1], index))
-                    owners.append((row, "token", position))
-            for first, end, label in spans(tags, data_scheme):
-                patterns.append(_span_pattern(labels, model_scheme, first, end, label, lengths[row], emissions.shape[1], index))
-                owners.append((row, "span", (first, end, label)))
-        probabilities = []
-        if patterns:
-            rows = torch.tensor([row for row, _, _ in owners], device=emissions.device)
-            allowed = torch.stack(patterns).to(emissions.device)
-            probabilities = head.log_prob_within(emissions[rows], mask[rows], allowed).exp().tolist()
-        token_scores, entity_scores = [[] for _ in paths], [[] for _ in paths]
-        if per_token:
-            # P(token's data tag) = the sum of the marginals of the model tags read as it
-            grouped = torch.zeros_like(marginals).index_add_(2, read_as.to(marginals.device), marginals)
-            for row, tags in enumerate(tags_of):
-                token_scores[row] = [float(grouped[row, position, index[tag]]) for position, tag in enumerate(tags)]
-        for (row, kind, what), probability in zip(owners, probabilities):
-            if kind == "token":
-                token_scores[row].append(probability)
-            else:
-                entity_scores[row].append((*what, probability))
-        k_best = head.k_best(emissions, mask, n_best) if n_best else [[] for _ in paths]
-        for row, sentence in enumerate(indices):
-            ranked = [(convert([labels.labels[tag] for tag in path], model_scheme, data_scheme), probability) for path, probability in k_best[row]]
-            results[sentence] = ScoredTags(tags_of[row], token_scores[row], entity_scores[row], ranked)
+        for sentence, scored in zip(indices, _score_batch(model.head, labels, index, read_as, emissions, mask, n_best)):
+            results[sentence] = scored
     return results
+
+
+def _per_token_reading(labels: LabelSet, index: dict[str, int]) -> Optional[torch.Tensor]:
+    """For each model tag, the position of the data tag it reads as token by token (BIOES ->
+    BIO, or the same scheme); None where no per-token reading exists (a BIO model returning
+    BIOES tags: B-X vs S-X depends on the next token)."""
+    model_scheme, data_scheme = labels.scheme, labels.data_scheme
+    if not (model_scheme == data_scheme or "none" in (model_scheme, data_scheme) or data_scheme == "bio"):
+        return None
+    return torch.tensor([index[convert([tag], model_scheme, data_scheme)[0]] for tag in labels.labels])
+
+
+def _score_batch(
+    head: TaggingHead, labels: LabelSet, index: dict[str, int], read_as: Optional[torch.Tensor], emissions: torch.Tensor, mask: torch.Tensor, n_best: int
+) -> list[ScoredTags]:
+    """``score_tags`` for one batch of (batch, time, tags) ``emissions``: each row's ``ScoredTags``."""
+    model_scheme, data_scheme = labels.scheme, labels.data_scheme
+    paths = head.decode(emissions, mask)
+    marginals = head.marginals(emissions, mask)  # (batch, time, tags)
+    lengths = mask.sum(1).tolist()
+    patterns, owners = [], []  # one `allowed` (time, tags) per probability to compute, and (row, kind, position)
+    tags_of = []
+    for row, path in enumerate(paths):
+        model_tags = [labels.labels[tag] for tag in path]
+        tags = convert(model_tags, model_scheme, data_scheme)
+        tags_of.append(tags)
+        if read_as is None:  # a BIO model returning BIOES tags: B-X vs S-X depends on the next token
+            for position, tag in enumerate(tags):
+                patterns.append(_pattern(labels, model_scheme, tag, model_tags[position], position, lengths[row], emissions.shape[1], index))
+                owners.append((row, "token", position))
+        for first, end, label in spans(tags, data_scheme):
+            patterns.append(_span_pattern(labels, model_scheme, first, end, label, lengths[row], emissions.shape[1], index))
+            owners.append((row, "span", (first, end, label)))
+    probabilities = _probabilities_within(head, emissions, mask, patterns, [row for row, _, _ in owners])
+    token_scores, entity_scores = [[] for _ in paths], [[] for _ in paths]
+    if read_as is not None:
+        token_scores = _token_marginals(marginals, read_as, tags_of, index)
+    for (row, kind, what), probability in zip(owners, probabilities):
+        if kind == "token":
+            token_scores[row].append(probability)
+        else:
+            entity_scores[row].append((*what, probability))
+    k_best = head.k_best(emissions, mask, n_best) if n_best else [[] for _ in paths]
+    ranked = [[(convert([labels.labels[tag] for tag in path], model_scheme, data_scheme), probability) for path, probability in k_best[row]]
+              for row in range(len(paths))]  # fmt: skip
+    return [ScoredTags(tags_of[row], token_scores[row], entity_scores[row], ranked[row]) for row in range(len(paths))]
+
+
+def _probabilities_within(head: TaggingHead, emissions: torch.Tensor, mask: torch.Tensor, patterns: list[torch.Tensor], rows: list[int]) -> list[float]:
+    """For each (time, tags) ``allowed`` pattern, the probability that row ``rows[i]``'s tag
+    sequence stays within ``patterns[i]``."""
+    if not patterns:
+        return []
+    rows_index = torch.tensor(rows, device=emissions.device)
+    allowed = torch.stack(patterns).to(emissions.device)
+    return head.log_prob_within(emissions[rows_index], mask[rows_index], allowed).exp().tolist()
+
+
+def _token_marginals(marginals: torch.Tensor, read_as: torch.Tensor, tags_of: list[list[str]], index: dict[str, int]) -> list[list[float]]:
+    """Each token's probability of its data tag: the sum of the (batch, time, tags)
+    ``marginals`` of the model tags that read as it."""
+    grouped = torch.zeros_like(marginals).index_add_(2, read_as.to(marginals.device), marginals)
+    return [[float(grouped[row, position, index[tag]]) for position, tag in enumerate(tags)] for row, tags in enumerate(tags_of)]
 
 
 def _allowing(num_tags: int, time: int) -> torch.Tensor:
