@@ -168,7 +168,7 @@ class TrainConfig(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the device runs it natively, else fp32
     threads: Union[Literal["auto"], int] = "auto"  # CPU threads, 1..1024; auto: the cores other processes leave free
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop naming the batch, or skip the batch (100 in a row: stop)
-    class_weights: Union[None, Literal["balanced"], dict[str, float]] = None  # classification: weight of each class in the loss
+    class_weights: Union[None, Literal["balanced"], dict[str, float]] = None  # classification, tagging (softmax head): weight of each class or tag in the loss
     loss: Literal["mse", "huber"] = "mse"  # regression
     freeze_pretrained: int = Field(0, ge=0)  # model.init_from: epochs during which the loaded tensors stay fixed
     unfreeze: Literal["all", "gradual"] = "all"  # then: all at once, or one layer group more each epoch, from the top

@@ -161,12 +161,16 @@ class TaggingHead(nn.Module):
         """(batch, time, input_dim) states -> (batch, time, num_tags) emission scores."""
         return self.output(self.dropout(states))
 
-    def loss(self, emissions: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
-        """Mean loss of a batch; ``tags`` (batch, time) is ``IGNORE_INDEX`` at padding."""
+    def loss(self, emissions: torch.Tensor, tags: torch.Tensor, class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Mean loss of a batch; ``tags`` (batch, time) is ``IGNORE_INDEX`` at padding. A
+        softmax head weighs each word's cross-entropy by its tag's ``class_weights`` when
+        given (a weighted mean, as PyTorch defines it); a CRF takes none."""
         mask = tags != IGNORE_INDEX
         if self.use_crf:
+            if class_weights is not None:
+                raise ValueError("a CRF scores whole tag sequences: class weights need the softmax head")
             return self.crf(emissions, tags, mask)
-        return F.cross_entropy(emissions.reshape(-1, emissions.shape[-1]).float(), tags.reshape(-1), ignore_index=IGNORE_INDEX)
+        return F.cross_entropy(emissions.reshape(-1, emissions.shape[-1]).float(), tags.reshape(-1), weight=class_weights, ignore_index=IGNORE_INDEX)
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
         """The best valid tag sequence of each row (Viterbi), cut to its length."""

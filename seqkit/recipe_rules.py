@@ -70,7 +70,7 @@ TASK_KEYS: tuple[TaskKey, ...] = (
     TaskKey(("train", "teacher_forcing"), ("seq2seq",), 1.0),
     TaskKey(("train", "teacher_forcing_end"), ("seq2seq",), None),
     TaskKey(("target_tokenizer",), ("seq2seq",), None, "only seq2seq has a target tokenizer; remove it"),
-    TaskKey(("train", "class_weights"), ("classification",), None, "only classification weighs classes; remove it"),
+    TaskKey(("train", "class_weights"), ("tagging", "classification"), None, "only tagging and classification weigh classes; remove it"),
     TaskKey(("train", "loss"), ("regression",), "mse", "only regression chooses its loss; remove it"),
 )  # fmt: skip
 
@@ -102,6 +102,8 @@ def _tagging(recipe: Recipe) -> Problems:
         problems.append((("model", "tag_scheme"), "plain tags (data.scheme: none) form no entities to rewrite in bio or bioes; set it to null"))
     if recipe.tokenizer.kind != "word" and recipe.tokenizer.path is None:
         problems.append((("tokenizer", "kind"), "tagging gives one tag per word: use the word tokenizer"))
+    if recipe.train.class_weights is not None and recipe.model.crf:
+        problems.append((("train", "class_weights"), "a CRF scores whole tag sequences, not each word's tag: weigh tags with the softmax head (model.crf: false)"))
     return problems
 
 

@@ -523,6 +523,11 @@ RECIPE_ROWS = [
     ("unknown section", RECIPE + "modle:\n  hidden_size: 12\n", [], [r"^{file}:3: modle: unknown key \(did you mean model\?\)$"]),
     ("a key in the wrong section", RECIPE + "train:\n  hidden_size: 12\n", [], [r"^{file}:4: train\.hidden_size: unknown key \(did you mean model\.hidden_size\?\)$"]),
     ("a tagging key on a language model, as YAML spells its default", RECIPE + "model: {crf: true}\n", [], [r"^{file}:3: model\.crf: only tagging uses it; remove it or set false$"]),
+    ("class weights on a language model", RECIPE + "train: {class_weights: balanced}\n", [],
+     [r"^{file}:3: train\.class_weights: only tagging and classification weigh classes; remove it$"]),
+    ("class weights with a CRF", "task: tagging\ndata: {train: data/train.txt, valid: data/valid.txt}\ntokenizer: {kind: word}\nmodel: {crf: true}\n"
+     "train:\n  class_weights: {COMMA: 2}\n", [],
+     [r"^{file}:6: train\.class_weights: a CRF scores whole tag sequences, not each word's tag: weigh tags with the softmax head \(model\.crf: false\)$"]),
     ("a boolean for the threads", RECIPE + "train: {threads: true}\n", [], [r"^{file}:3: train\.threads: expected auto or a number of threads from 1 to 1024, got true$"]),
     ("a misspelt key at the top", RECIPE + "optimiser: adam\n", [], [r"^{file}:3: optimiser: unknown key \(did you mean train\.optimizer\?\)$"]),
     ("two problems at once", RECIPE + "model:\n  hiden_size: 12\n  num_layers: 0\n", [],

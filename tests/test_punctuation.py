@@ -9,12 +9,19 @@ import gzip
 import json
 import subprocess
 import sys
+from collections import Counter
 
+import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
 import seqkit
 from seqkit.cli import main
+from seqkit.config import load_recipe
+from seqkit.errors import RecipeError
+from seqkit.heads import IGNORE_INDEX, TaggingHead
+from seqkit.tasks import TaggingTask
 
 from helpers import ROOT, TINY_TAGGER
 
@@ -139,3 +146,48 @@ def test_a_tiny_tagger_learns_to_restore_marks(tmp_path):
     predicted = CliRunner().invoke(main, ["predict", best, "-"], input="the whale's sea-port\n")
     assert predicted.exit_code == 0 and predicted.output.split()[0].startswith("the/")  # split at spaces only
     assert [pair.split("/")[0] for pair in predicted.output.split()] == ["the", "whale's", "sea-port"]
+
+
+def test_class_weights_weigh_each_word_of_a_softmax_head_by_its_tag():
+    torch.manual_seed(0)
+    head = TaggingHead(input_dim=3, num_tags=3, crf=False)
+    emissions = torch.randn(2, 3, 3)
+    tags = torch.tensor([[0, 2, 1], [2, 0, IGNORE_INDEX]])  # the second row is padded
+    weights = torch.tensor([1.0, 2.0, 5.0])
+    nll = -emissions.log_softmax(-1)
+    words = [(row, time) for row in range(2) for time in range(3) if tags[row, time] != IGNORE_INDEX]
+    plain = sum(nll[row, time, tags[row, time]] for row, time in words) / len(words)
+    weighted = sum(weights[tags[row, time]] * nll[row, time, tags[row, time]] for row, time in words) / sum(weights[tags[row, time]] for row, time in words)
+    assert torch.allclose(head.loss(emissions, tags), plain)
+    assert torch.allclose(head.loss(emissions, tags, weights), weighted)
+    assert not torch.allclose(weighted, plain)
+    assert torch.allclose(head.loss(emissions, tags, torch.ones(3)), plain)  # equal weights: the plain mean
+    with pytest.raises(ValueError, match="class weights need the softmax head"):
+        TaggingHead(input_dim=3, num_tags=3, crf=True).loss(emissions, tags, weights)
+
+
+def _punctuation_recipe(tmp_path, overrides: list[str]):
+    (tmp_path / "train.conll").write_text(_first_windows("train.conll.gz", 60), encoding="utf-8")
+    (tmp_path / "valid.conll").write_text(_first_windows("valid.conll.gz", 10), encoding="utf-8")
+    data = [f"data.train={tmp_path / 'train.conll'}", f"data.valid={tmp_path / 'valid.conll'}", "data.test=null"]
+    return load_recipe(ROOT / "recipes" / "punctuation.yaml", [*data, "model.crf=false", *overrides])
+
+
+def test_class_weights_of_a_tagger_from_the_recipe(tmp_path):
+    recipe = _punctuation_recipe(tmp_path, ["train.class_weights={COMMA: 2, QUESTION: 4}"])
+    task = TaggingTask(recipe, TaggingTask.make_tokenizer(recipe))
+    assert task.labels.labels == ["COMMA", "O", "PERIOD", "QUESTION"] and task.class_weights.tolist() == [2.0, 1.0, 1.0, 4.0]
+    batch = next(iter(task.train_batches(0, torch.device("cpu"))))
+    counts = Counter(tag for tag in batch.tag_ids.flatten().tolist() if tag != IGNORE_INDEX)
+    assert task.loss_weight(batch) == 2 * counts[0] + counts[1] + counts[2] + 4 * counts[3]  # what the weighted mean is over
+
+    recipe = _punctuation_recipe(tmp_path, ["train.class_weights=balanced"])
+    task = TaggingTask(recipe, TaggingTask.make_tokenizer(recipe))
+    counts = Counter(tag for tags in task.train_examples[2] for tag in tags)
+    total = sum(counts.values())
+    assert task.class_weights.tolist() == pytest.approx([total / (4 * counts[index]) for index in range(4)])  # each tag weighs the same in all
+
+    recipe = _punctuation_recipe(tmp_path, ["train.class_weights={COMA: 2}"])
+    with pytest.raises(RecipeError) as raised:
+        TaggingTask(recipe, TaggingTask.make_tokenizer(recipe))
+    assert raised.value.problems == ["train.class_weights: unknown tag 'COMA' (tags: COMMA, O, PERIOD, QUESTION)"]

@@ -132,7 +132,7 @@ def test_npz_vectors_with_lengths(tmp_path):
     "overrides, message",
     [
         (["model.pooling=none"], "model.pooling: an output at every step needs vector inputs"),
-        (["train.class_weights=balanced"], "train.class_weights: only classification weighs classes"),
+        (["train.class_weights=balanced"], "train.class_weights: only tagging and classification weigh classes"),
         (["data.inputs=vectors"], "model.input_size: data.inputs is vectors"),
         (["model.input_size=4"], "model.input_size: only vector inputs"),
         (["data.holdout.valid=0"], "data.holdout.valid: data.valid is null"),

@@ -103,6 +103,22 @@ class _SequenceTask:
         return None
 
 
+def class_weight_tensor(setting: Any, classes: Sequence[str], counts: Counter, noun: str = "class", plural: str = "classes") -> Optional[torch.Tensor]:
+    """The loss weight of each of ``classes`` that ``train.class_weights`` gives: ``None``
+    for none; ``balanced``: n / (classes * count), so each class that occurs weighs the same in
+    total (one that never occurs in ``counts``, by class index, 0); a mapping: its weight, 1 for
+    a class it leaves out. A name that is not among ``classes`` stops naming the key."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        total = sum(counts.values())
+        return torch.tensor([total / (len(classes) * counts[i]) if counts[i] else 0.0 for i in range(len(classes))])
+    unknown = sorted(set(setting) - set(classes))
+    if unknown:
+        raise RecipeError([f"train.class_weights: unknown {noun} {unknown[0]!r} ({plural}: {', '.join(classes)})"])
+    return torch.tensor([float(setting.get(name, 1.0)) for name in classes])
+
+
 class ClassificationTask(_SequenceTask):
     """One class per text (spam or ham, a topic, a sentiment). Picks ``best/`` by macro-F1."""
 
@@ -125,17 +141,7 @@ class ClassificationTask(_SequenceTask):
         return class_ids(examples, self.labels.labels)
 
     def _class_weights(self) -> Optional[torch.Tensor]:
-        setting, classes = self.recipe.train.class_weights, self.labels.labels
-        if setting is None:
-            return None
-        if setting == "balanced":  # n / (classes * count): each class weighs the same in total
-            counts = Counter(self.encoded["train"][1])
-            total = sum(counts.values())
-            return torch.tensor([total / (len(classes) * counts[i]) if counts[i] else 0.0 for i in range(len(classes))])
-        unknown = sorted(set(setting) - set(classes))
-        if unknown:
-            raise RecipeError([f"train.class_weights: unknown class {unknown[0]!r} (classes: {', '.join(classes)})"])
-        return torch.tensor([float(setting.get(name, 1.0)) for name in classes])
+        return class_weight_tensor(self.recipe.train.class_weights, self.labels.labels, Counter(self.encoded["train"][1]))
 
     def _describe_targets(self) -> str:
         counts = Counter(self.encoded["train"][1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
@@ -12,11 +13,12 @@ from ..data import Batches, TaggedBatch, bucketed_batches, collate_tagged, read_
 from ..distributed import shard_batches
 from ..labels import SPAN_SCHEMES, LabelSet, convert, spans, split_tag, tags_for_types
 from ..errors import DataError
-from ..heads import TaggingHead
+from ..heads import IGNORE_INDEX, TaggingHead
 from ..metrics import entity_scores, tag_scores
 from ..model import SequenceModel
 from ..runtime import autocast
 from ..tokenize import special_ids, word_ids, word_tokenizer
+from .sequence import class_weight_tensor
 
 
 class TaggingTask:
@@ -63,6 +65,9 @@ class TaggingTask:
             list(train["tokens"]),
             [self._tag_ids(tags) for tags in train["tags"]],
         )
+        # train.class_weights (softmax head only, recipe_rules): each tag's weight in the token cross-entropy
+        counts = Counter(tag for tags in self.train_examples[2] for tag in tags)
+        self.class_weights = class_weight_tensor(recipe.train.class_weights, labels.labels, counts, "tag", "tags")
 
     def _read(self, split: str):
         data = self.recipe.data
@@ -104,16 +109,23 @@ class TaggingTask:
         return -(-len(self.train_examples[0]) // self.recipe.train.batch_size)
 
     def loss(self, model: SequenceModel, batch: TaggedBatch, carry: None) -> tuple[torch.Tensor, torch.Tensor, None]:
-        """Mean loss of a batch, its number of tagged words, and no state to carry."""
+        """Mean (tag-weighted) loss of a batch, its number of tagged words, and no state to carry."""
         batch = batch.to(next(model.parameters()).device)
         emissions, _ = model(batch.token_ids, batch.lengths, char_ids=batch.char_ids, char_index=batch.char_index)
         # emissions: (batch, time, tags)
-        return model.head.loss(emissions, batch.tag_ids), batch.lengths.sum().to(emissions.device), None
+        weights = None if self.class_weights is None else self.class_weights.to(emissions.device)
+        return model.head.loss(emissions, batch.tag_ids, weights), batch.lengths.sum().to(emissions.device), None
 
-    def loss_weight(self, batch: TaggedBatch) -> int:
-        """What the loss of a batch is a mean over: sentences with a CRF, words without (DDP
-        weighs each process's loss by it)."""
-        return len(batch.lengths) if self.recipe.model.crf else int(batch.lengths.sum())
+    def loss_weight(self, batch: TaggedBatch) -> float:
+        """What the loss of a batch is a mean over: sentences with a CRF, words without, each
+        weighted by its tag's weight when there are class weights (DDP weighs each process's
+        loss by it)."""
+        if self.recipe.model.crf:
+            return len(batch.lengths)
+        if self.class_weights is None:
+            return int(batch.lengths.sum())
+        tags = batch.tag_ids.cpu()
+        return float(self.class_weights[tags[tags != IGNORE_INDEX]].sum())
 
     def evaluate(self, model: SequenceModel, precision: str = "fp32", split: str = "valid") -> dict[str, Any]:
         """Entity precision, recall and F1 (micro and per type) and token accuracy, or for plain
