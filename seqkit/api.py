@@ -70,7 +70,7 @@ class Pretrained:
         return next(self.model.parameters()).device
 
     @classmethod
-    def from_pretrained(cls, path: Union[str, Path], device: str = "auto", sha256: Optional[str] = None):
+    def from_pretrained(cls, path: Union[str, Path], device: str = "auto", sha256: Optional[str] = None, runtime: str = "torch"):
         """Load a checkpoint: a directory (``runs/NAME/best`` or ``last``), a run directory
         (``runs/NAME``: its ``best/``, or ``last/`` while it has no ``best/``, said on
         stderr), an archive of a checkpoint that ``seqkit export`` wrote, or the URL of such
@@ -81,6 +81,10 @@ class Pretrained:
                 or ``http(s)://`` URL (optionally ending in ``#sha256=HEX``).
             device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
             sha256: the SHA-256 (hex) the archive must have.
+            runtime: ``torch``; or ``onnx``: run a directory that ``seqkit export
+                CHECKPOINT DIR --format onnx`` wrote with ONNX Runtime on the CPU (taggers,
+                classifiers, regression and language models; ``pip install seqkit[onnx]``).
+                Tokenization, decoding and outputs are the PyTorch runtime's own code.
 
         Raises:
             CheckpointError: the checkpoint cannot be found, fetched, unpacked or read.
@@ -89,12 +93,20 @@ class Pretrained:
         """
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path: expected a checkpoint directory, archive or URL (a str or os.PathLike), not {type(path).__name__}")
-        checkpoint = open_checkpoint(path, resolve_device(device), sha256=sha256, report=_say)
-        task = checkpoint.recipe.task
+        if runtime not in ("torch", "onnx"):
+            raise ValueError(f"runtime: expected 'torch' or 'onnx', not {runtime!r}")
+        if runtime == "onnx":
+            from .onnx_export import load_onnx  # onnxruntime is an optional extra
+
+            model, recipe, tokenizer, labels, info = load_onnx(path)
+        else:
+            checkpoint = open_checkpoint(path, resolve_device(device), sha256=sha256, report=_say)
+            model, recipe, tokenizer, labels, info = checkpoint.model, checkpoint.recipe, checkpoint.tokenizer, checkpoint.labels, checkpoint.info
+        task = recipe.task
         if cls.task and task != cls.task:
             raise TypeError(f"{path} holds a {task} checkpoint; load it with seqkit.load() or seqkit.{_API[task].__name__}")
-        loaded = _API[task](checkpoint.model, checkpoint.recipe, checkpoint.tokenizer, checkpoint.labels)
-        loaded.info = checkpoint.info
+        loaded = _API[task](model, recipe, tokenizer, labels)
+        loaded.info = info
         return loaded
 
     def save_pretrained(self, directory: Union[str, Path], overwrite: bool = False) -> Path:
@@ -748,7 +760,8 @@ _API: dict[str, type[Pretrained]] = {
 }
 
 
-def load(path: Union[str, Path], device: str = "auto", sha256: Optional[str] = None) -> Pretrained:
+def load(path: Union[str, Path], device: str = "auto", sha256: Optional[str] = None, runtime: str = "torch") -> Pretrained:
     """Load any seqkit checkpoint -- a checkpoint or run directory, an archive or a URL, as
-    ``from_pretrained`` takes -- as the API class of its task."""
-    return Pretrained.from_pretrained(path, device, sha256)
+    ``from_pretrained`` takes, or with ``runtime="onnx"`` an ONNX export directory -- as
+    the API class of its task."""
+    return Pretrained.from_pretrained(path, device, sha256, runtime)
