@@ -39,7 +39,7 @@ from .checkpoint import check_save_target, save_checkpoint
 from .config import Recipe, is_text_encoding
 from .decoding import NO_REPEAT_NGRAM_SIZE, SAMPLING_SETTINGS, check_settings as _check_limits, stream_language_model
 from .data import read_conll, read_examples, truncate
-from .errors import NotTextError
+from .errors import NotTextError, SeqkitError
 from .hub import open_checkpoint
 from .labels import LabelSet, Targets, spans
 from .metrics import group_references, sequence_error_rates
@@ -131,6 +131,8 @@ class Pretrained:
         """
         if not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"directory: expected a path (a str or os.PathLike), not {type(directory).__name__}")
+        if getattr(self.model, "runtime", "torch") == "onnx":
+            raise SeqkitError(f"{directory}: this model runs on ONNX Runtime and holds no PyTorch weights to save: save the checkpoint it was exported from")
         check_save_target(directory, overwrite)
         return save_checkpoint(directory, self.model, self.recipe, self.tokenizer, self.info, labels=self.labels)
 

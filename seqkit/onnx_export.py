@@ -65,14 +65,15 @@ INSTALL = "pip install seqkit[onnx]"
 
 
 def require(*modules: str) -> None:
-    """Import ``modules`` (onnx, onnxruntime, onnxscript) or say in one line how to get them."""
+    """Import ``modules`` (onnx, onnxruntime) or say in one line how to get them. The
+    TorchScript-based exporter used here needs no onnxscript (only the dynamo one does)."""
     import importlib
 
     for module in modules:
         try:
             importlib.import_module(module)
         except ImportError:
-            raise SeqkitError(f"ONNX export and runtime='onnx' need {', '.join(modules)} ({module} is not installed): {INSTALL}") from None
+            raise SeqkitError(f"{module} is not installed; ONNX export and runtime='onnx' need the onnx extra: {INSTALL}") from None
 
 
 class PaddedEncoder(nn.Module):
@@ -102,6 +103,9 @@ class PaddedEncoder(nn.Module):
                 one = type(rnn)(rnn.input_size if layer == 0 else encoder.output_dim, self.hidden_size, batch_first=True, bias=rnn.bias, **extra)
                 one.load_state_dict({f"{name}_l0": getattr(rnn, name + suffix).detach().clone() for name in names})
                 self.passes.append(one)
+
+    def state_shape(self, batch_size: int) -> tuple[int, int, int]:
+        return (self.num_layers * self.num_directions, batch_size, self.hidden_size)
 
     def forward(self, inputs: torch.Tensor, lengths: Optional[torch.Tensor] = None, initial_state: Optional[State] = None) -> tuple[torch.Tensor, State]:
         steps = torch.arange(inputs.shape[1], device=inputs.device)[None, :]
@@ -250,7 +254,7 @@ def export_onnx(checkpoint: str | Path, directory: str | Path, *, overwrite: boo
         raise SeqkitError(f"{directory}: --format onnx writes a directory ({MODEL} with config.yaml, tokenizer.json and labels.json beside it): "
                           f"name the directory, e.g. {directory.with_suffix('') if directory.stem else 'exported'}")  # fmt: skip
     check_export_target(directory, overwrite)
-    require("onnx", "onnxscript", "onnxruntime")
+    require("onnx", "onnxruntime")
     source = resolve(checkpoint, report=report)
     loaded = _loaded(source, checkpoint, "cpu")
     task = loaded.recipe.task
