@@ -82,6 +82,7 @@ def test_tagger_parity(tweets, tmp_path, name):
         assert (mine.tokens, mine.offsets, mine.tags, [span[:] for span in mine.spans]) == (theirs.tokens, theirs.offsets, theirs.tags, [span[:] for span in theirs.spans])
         assert np.allclose(mine.scores, theirs.scores, atol=TOLERANCE, rtol=0)
         assert [tags for tags, _ in mine.n_best] == [tags for tags, _ in theirs.n_best]
+    assert onnx_tagger.tag("hi").tags == torch_tagger.tag("hi").tags  # a batch of one text of one word
 
 
 @pytest.fixture(scope="module")
