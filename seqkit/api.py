@@ -84,7 +84,8 @@ class Pretrained:
             runtime: ``torch``; or ``onnx``: run a directory that ``seqkit export
                 CHECKPOINT DIR --format onnx`` wrote with ONNX Runtime on the CPU (taggers,
                 classifiers, regression and language models; ``pip install seqkit[onnx]``).
-                Tokenization, decoding and outputs are the PyTorch runtime's own code.
+                Tokenization, decoding and outputs are the PyTorch runtime's own code;
+                ``device`` and ``sha256`` are not read (ONNX Runtime runs on the CPU).
 
         Raises:
             CheckpointError: the checkpoint cannot be found, fetched, unpacked or read.

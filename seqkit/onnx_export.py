@@ -3,7 +3,7 @@
 
 An exported model is a directory that needs no checkpoint beside it::
 
-    model.onnx        the graph and its weights (opset 20, written by torch.onnx's dynamo exporter)
+    model.onnx        the graph and its weights (opset 20), and in its metadata the task (and a CRF's scores)
     config.yaml       the checkpoint's recipe, as it was (the runtime reads data and model settings)
     tokenizer.json    the tokenizer (absent for vector inputs)
     labels.json       the tags, classes or regression targets (absent for a language model)
@@ -22,13 +22,18 @@ What the graph holds, per task (every batch and time axis dynamic):
   hidden) -> ``scores`` (batch, time, vocab: the head's logits, or log-probabilities for an
   adaptive softmax), ``next_state_h`` [, ``next_state_c``]: the state is carried by the caller.
 
-ONNX has no ``PackedSequence`` and the exporter cannot trace ``pack_padded_sequence`` (its
-sizes depend on the data), so the graph runs the recurrence on the padded batch, one
+ONNX has no ``PackedSequence``, so the graph runs the recurrence on the padded batch, one
 single-layer unidirectional pass per layer and direction (``PaddedEncoder``): the forward
 pass reads each sequence from its start, so padding after its end never reaches its real
 steps; the backward pass reads each sequence reversed within its own length (an index
 gather), so it starts at the sequence's last real step, not at padding. Outputs at padding
 are zero and final states are taken at each sequence's last real step, as with packing.
+
+The graph is written by PyTorch's TorchScript-based exporter (``dynamo=False``, deprecated
+but present in torch 2.13). Its successor, the dynamo exporter, could not serve: it cannot
+trace ``pack_padded_sequence`` (sizes that depend on the data), and in torch 2.13 it fixes
+the time axis to the sample's length for an ``nn.RNN`` (which it unrolls step by step) and
+for an LSTM or GRU given an initial state (a language model's carried state).
 
 The runtime (``OnnxModel``) stands where the ``SequenceModel`` stands: the API's
 tokenization, batching, decoding, spans and offsets are the same code for both runtimes.
@@ -243,7 +248,7 @@ def export_onnx(checkpoint: str | Path, directory: str | Path, *, overwrite: boo
         The directory and the largest absolute difference measured in that check.
 
     Raises:
-        SeqkitError: onnx, onnxruntime or onnxscript missing; ``directory`` exists (without
+        SeqkitError: onnx or onnxruntime missing; ``directory`` exists (without
             ``overwrite``) or holds anything but an export; a task ONNX cannot hold.
         CheckpointError: ``checkpoint`` does not load.
     """
