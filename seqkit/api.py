@@ -39,7 +39,7 @@ from .checkpoint import check_save_target, save_checkpoint
 from .config import Recipe, is_text_encoding
 from .decoding import NO_REPEAT_NGRAM_SIZE, SAMPLING_SETTINGS, check_settings as _check_limits, stream_language_model
 from .data import read_conll, read_examples, truncate
-from .errors import NotTextError
+from .errors import NotTextError, SeqkitError
 from .hub import open_checkpoint
 from .labels import LabelSet, Targets, spans
 from .metrics import group_references, sequence_error_rates
@@ -70,7 +70,7 @@ class Pretrained:
         return next(self.model.parameters()).device
 
     @classmethod
-    def from_pretrained(cls, path: Union[str, Path], device: str = "auto", sha256: Optional[str] = None):
+    def from_pretrained(cls, path: Union[str, Path], device: str = "auto", sha256: Optional[str] = None, runtime: str = "torch"):
         """Load a checkpoint: a directory (``runs/NAME/best`` or ``last``), a run directory
         (``runs/NAME``: its ``best/``, or ``last/`` while it has no ``best/``, said on
         stderr), an archive of a checkpoint that ``seqkit export`` wrote, or the URL of such
@@ -81,6 +81,11 @@ class Pretrained:
                 or ``http(s)://`` URL (optionally ending in ``#sha256=HEX``).
             device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
             sha256: the SHA-256 (hex) the archive must have.
+            runtime: ``torch``; or ``onnx``: run a directory that ``seqkit export
+                CHECKPOINT DIR --format onnx`` wrote with ONNX Runtime on the CPU (taggers,
+                classifiers, regression and language models; ``pip install seqkit[onnx]``).
+                Tokenization, decoding and outputs are the PyTorch runtime's own code;
+                ``device`` and ``sha256`` are not read (ONNX Runtime runs on the CPU).
 
         Raises:
             CheckpointError: the checkpoint cannot be found, fetched, unpacked or read.
@@ -89,12 +94,20 @@ class Pretrained:
         """
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path: expected a checkpoint directory, archive or URL (a str or os.PathLike), not {type(path).__name__}")
-        checkpoint = open_checkpoint(path, resolve_device(device), sha256=sha256, report=_say)
-        task = checkpoint.recipe.task
+        if runtime not in ("torch", "onnx"):
+            raise ValueError(f"runtime: expected 'torch' or 'onnx', not {runtime!r}")
+        if runtime == "onnx":
+            from .onnx_export import load_onnx  # onnxruntime is an optional extra
+
+            model, recipe, tokenizer, labels, info = load_onnx(path)
+        else:
+            checkpoint = open_checkpoint(path, resolve_device(device), sha256=sha256, report=_say)
+            model, recipe, tokenizer, labels, info = checkpoint.model, checkpoint.recipe, checkpoint.tokenizer, checkpoint.labels, checkpoint.info
+        task = recipe.task
         if cls.task and task != cls.task:
             raise TypeError(f"{path} holds a {task} checkpoint; load it with seqkit.load() or seqkit.{_API[task].__name__}")
-        loaded = _API[task](checkpoint.model, checkpoint.recipe, checkpoint.tokenizer, checkpoint.labels)
-        loaded.info = checkpoint.info
+        loaded = _API[task](model, recipe, tokenizer, labels)
+        loaded.info = info
         return loaded
 
     def save_pretrained(self, directory: Union[str, Path], overwrite: bool = False) -> Path:
@@ -119,6 +132,8 @@ class Pretrained:
         """
         if not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"directory: expected a path (a str or os.PathLike), not {type(directory).__name__}")
+        if getattr(self.model, "runtime", "torch") == "onnx":
+            raise SeqkitError(f"{directory}: this model runs on ONNX Runtime and holds no PyTorch weights to save: save the checkpoint it was exported from")
         check_save_target(directory, overwrite)
         return save_checkpoint(directory, self.model, self.recipe, self.tokenizer, self.info, labels=self.labels)
 
@@ -748,7 +763,8 @@ _API: dict[str, type[Pretrained]] = {
 }
 
 
-def load(path: Union[str, Path], device: str = "auto", sha256: Optional[str] = None) -> Pretrained:
+def load(path: Union[str, Path], device: str = "auto", sha256: Optional[str] = None, runtime: str = "torch") -> Pretrained:
     """Load any seqkit checkpoint -- a checkpoint or run directory, an archive or a URL, as
-    ``from_pretrained`` takes -- as the API class of its task."""
-    return Pretrained.from_pretrained(path, device, sha256)
+    ``from_pretrained`` takes, or with ``runtime="onnx"`` an ONNX export directory -- as
+    the API class of its task."""
+    return Pretrained.from_pretrained(path, device, sha256, runtime)

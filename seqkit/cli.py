@@ -240,9 +240,12 @@ def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Option
                    "a regression model its value(s) and text; jsonl: one JSON object per input; conll (taggers): a token and its tag a line.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 10_000), help="Inputs per batch.")
 @click.option("--beam", type=click.IntRange(1, 100), help="seq2seq: beam search of this width instead of greedy decoding.")
+@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="onnx: CHECKPOINT is a directory that seqkit export --format onnx wrote, run with ONNX Runtime on the CPU.")
 @_encoding_option
 @_threads_option
-def predict(checkpoint: str, input_path: str, output_format: str, batch_size: int, beam: Optional[int], encoding: str, threads: Optional[int]) -> None:
+def predict(checkpoint: str, input_path: str, output_format: str, batch_size: int, beam: Optional[int], runtime: str, encoding: str,
+            threads: Optional[int]) -> None:  # fmt: skip
     """Tag, classify, score or transduce each input of INPUT with CHECKPOINT: one text a line
     (a blank line is an empty text, so outputs line up with inputs), or JSON Lines (a .jsonl
     or .jsonl.gz file) with the text in "text" (or the recipe's data.input_field; a tagger
@@ -250,8 +253,8 @@ def predict(checkpoint: str, input_path: str, output_format: str, batch_size: in
     otherwise. Inputs are read and predicted in batches, so a large file streams."""
     from .api import Classifier, Regressor, Seq2Seq, Tagger, load
 
-    _use_threads(threads)
-    model = load(checkpoint)
+    _use_threads(threads)  # ONNX Runtime computes with as many threads
+    model = load(checkpoint, runtime=runtime)
     if not isinstance(model, (Tagger, Classifier, Regressor, Seq2Seq)):
         raise click.UsageError(f"{checkpoint} holds a {model.task} model; predict needs a tagger, classifier, regression or seq2seq model (it generates: seqkit generate)")
     if beam is not None and not isinstance(model, Seq2Seq):
@@ -506,16 +509,31 @@ def info(checkpoint: str) -> None:
 
 @main.command()
 @click.argument("checkpoint")  # a string: a URL is no path
-@click.argument("archive", type=click.Path(path_type=Path))
-@click.option("--overwrite", is_flag=True, help="Replace ARCHIVE if it exists (else an existing ARCHIVE is an error).")
-def export(checkpoint: str, archive: Path, overwrite: bool) -> None:
-    """Write CHECKPOINT (a checkpoint or run directory, an archive or a URL) as ARCHIVE
-    (.tar.gz, .tgz or .zip) to share it: everything needed to use the model, not the
-    trainer state. Prints the archive's size and SHA-256, to publish its URL as
-    URL#sha256=HEX. Nothing is written unless CHECKPOINT loads."""
+@click.argument("archive", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.option("--format", "output_format", type=click.Choice(["archive", "onnx"]), default="archive", show_default=True,
+              help="archive: OUTPUT is a .tar.gz, .tgz or .zip of the checkpoint; onnx: OUTPUT is a directory holding model.onnx, "
+                   "config.yaml, tokenizer.json and labels.json, for ONNX Runtime (taggers, classifiers, regression and language models).")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (else an existing OUTPUT is an error).")
+def export(checkpoint: str, archive: Path, output_format: str, overwrite: bool) -> None:
+    """Write CHECKPOINT (a checkpoint or run directory, an archive or a URL) as OUTPUT to
+    share or deploy it: everything needed to use the model, not the trainer state.
+
+    An archive (.tar.gz, .tgz or .zip) prints its size and SHA-256, to publish its URL as
+    URL#sha256=HEX. With --format onnx, OUTPUT is a directory that seqkit predict OUTPUT
+    --runtime onnx (or from_pretrained(OUTPUT, runtime="onnx")) runs with ONNX Runtime;
+    the export is checked against PyTorch first (pip install seqkit[onnx]). Nothing is
+    written unless CHECKPOINT loads.
+    """
+    report = lambda message: click.echo(message, err=True)  # noqa: E731
+    if output_format == "onnx":
+        from .onnx_export import export_onnx
+
+        directory, difference = export_onnx(checkpoint, archive, overwrite=overwrite, report=report)
+        click.echo(f"wrote {directory}/ (model.onnx and the files beside it); ONNX Runtime matches PyTorch within {difference:.1g} on a batch of mixed lengths")
+        return
     from .hub import export as export_archive
 
-    exported = export_archive(checkpoint, archive, overwrite=overwrite, report=lambda message: click.echo(message, err=True))
+    exported = export_archive(checkpoint, archive, overwrite=overwrite, report=report)
     click.echo(f"wrote {exported.path} ({_number(exported.size)} bytes)")
     click.echo(f"sha256 {exported.sha256}")
 

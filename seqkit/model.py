@@ -62,6 +62,14 @@ class SequenceModel(nn.Module):
         states, mask, final_state = self.encode(inputs, lengths, state, char_ids, char_index)
         return self.head(states, mask), final_state
 
+    def predict(self, inputs: torch.Tensor, lengths: Optional[torch.Tensor] = None, attention: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """A many-to-one (or per-step) model's head outputs and, with ``attention``, its
+        attention pooling's (batch, time) weights: what ``predict_outputs`` reads, and what
+        an ONNX export of a classifier or regression model computes (``onnx_export``)."""
+        states, mask, _ = self.encode(inputs, lengths)
+        outputs = self.head(states, mask)
+        return outputs, (self.head.pooling(states, mask)[1] if attention else None)
+
     def encode(
         self,
         inputs: torch.Tensor,

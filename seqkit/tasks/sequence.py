@@ -351,10 +351,8 @@ def predict_outputs(
     for batch in bucketed_batches([len(sequence) for sequence in inputs], batch_size):
         tensors = collate_sequences([inputs[i] for i in batch], pad_id).to(device)
         with autocast(device, precision):
-            states, mask, _ = model.encode(tensors.inputs, tensors.lengths)
-            outputs = model.head(states, mask).float().cpu().numpy()
-            if attention:
-                _, batch_weights = model.head.pooling(states, mask)
+            outputs, batch_weights = model.predict(tensors.inputs, tensors.lengths, attention)  # a SequenceModel, or onnx_export.OnnxModel
+            outputs = outputs.float().cpu().numpy()
         for row, index in enumerate(batch):
             length = int(tensors.lengths[row])
             results[index] = outputs[row, :length] if outputs.ndim == 3 else outputs[row]
