@@ -565,11 +565,11 @@ def serve(checkpoint: str, host: str, port: int, max_batch: int, max_wait_ms: fl
     the generated text); GET / is a page to try it, GET /health and GET /info describe
     the service. Concurrent requests are batched into one model call. Ctrl-C stops it.
     Needs the serve extra: pip install 'seqkit[serve]'."""
-    from importlib.util import find_spec
-
-    missing = [name for name in ("starlette", "uvicorn") if find_spec(name) is None]
-    if missing:
-        raise click.UsageError(f"seqkit serve needs {' and '.join(missing)}: pip install 'seqkit[serve]'")
+    try:
+        import starlette  # noqa: F401 -- the serve extra, asked for only here
+        import uvicorn  # noqa: F401
+    except ImportError as error:
+        raise click.UsageError(f"seqkit serve needs {error.name or 'starlette and uvicorn'}: pip install 'seqkit[serve]'") from None
     from .api import load
     from .serve import Limits, run_server
 
