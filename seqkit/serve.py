@@ -274,6 +274,7 @@ def build_app(model: Pretrained, checkpoint: str, limits: Limits = Limits()) -> 
         raise SeqkitError(f"{checkpoint} reads vectors of numbers; seqkit serve takes text (use the Python API)")
     batcher = Batcher(model, limits)
     info = describe(model, checkpoint)
+    limits_shown = {("max_wait_ms" if name == "max_wait" else name): value * 1000 if name == "max_wait" else value for name, value in asdict(limits).items()}
     page = _PAGE.replace("__TASK__", json.dumps(model.task)).replace("__CONDITIONS__", json.dumps(getattr(model, "conditions", [])))
 
     async def predict(request: Request) -> Response:
@@ -298,7 +299,7 @@ def build_app(model: Pretrained, checkpoint: str, limits: Limits = Limits()) -> 
 
     async def show_info(request: Request) -> Response:
         counts = {"batches": batcher.batches, "requests": batcher.requests, "texts": batcher.texts}
-        return JSONResponse({**info, "service": {**counts, "limits": {**asdict(limits), "max_wait_ms": limits.max_wait * 1000}}})
+        return JSONResponse({**info, "service": {**counts, "limits": limits_shown}})
 
     async def home(request: Request) -> Response:
         return HTMLResponse(page)
