@@ -308,7 +308,8 @@ def build_app(model: Pretrained, checkpoint: str, limits: Limits = Limits()) -> 
         if error.status_code == 404:
             message = f"no such path {request.url.path}; the service answers {ROUTES}"
         elif error.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}; use {(error.headers or {}).get('Allow', 'another method')}"
+            allowed = sorted(set((error.headers or {}).get("Allow", "").split(", ")) - {"HEAD", ""})  # HEAD goes with GET, unsaid
+            message = f"{request.method} is not allowed on {request.url.path}; use {' or '.join(allowed) or 'another method'}"
         else:
             message = str(error.detail)
         return JSONResponse({"error": message}, status_code=error.status_code, headers=error.headers)

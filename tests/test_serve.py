@@ -143,7 +143,7 @@ BAD = [
     ("POST", "/predict", {"texts": ["a"] * 41}, 400, '"texts" holds 41 texts; the limit is 40 a request (--max-texts)'),
     ("POST", "/predict", {"texts": ["x" * 200] * 25}, 413, "bytes; the limit is 4,000 (--max-body)"),
     ("GET", "/predict", None, 405, "GET is not allowed on /predict; use POST"),
-    ("POST", "/health", b"{}", 405, "POST is not allowed on /health; use HEAD, GET"),
+    ("POST", "/health", b"{}", 405, "POST is not allowed on /health; use GET"),
     ("DELETE", "/", None, 405, "DELETE is not allowed on /"),
     ("GET", "/nowhere", None, 404, "no such path /nowhere; the service answers GET /, GET /health, GET /info and POST /predict"),
 ]
