@@ -244,13 +244,14 @@ def _generation(payload: dict[str, Any], model: Pretrained, limits: Limits) -> t
     if given is not None or field == "prompt":
         given = _check_text(f'"{field}"', given, limits)
     settings = {name: payload[name] for name in settings_allowed if payload.get(name) is not None}
+    for name, cap in SERVICE_CAPS.items():
+        value = settings.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+            raise BadRequest(f"{name}: this service gives at most {cap:,}, not {value:,}")
     try:
         _check_generation(**{("max_length" if name == "max_tokens" and field == "condition" else name): value for name, value in settings.items()})
-    except (TypeError, ValueError) as error:
-        raise BadRequest(str(error)) from None
-    for name, cap in SERVICE_CAPS.items():
-        if settings.get(name, 0) > cap:
-            raise BadRequest(f"{name}: this service gives at most {cap:,}, not {settings[name]:,}")
+    except (TypeError, ValueError) as error:  # a generator's API calls max_tokens max_length; the service does not
+        raise BadRequest(str(error).replace("max_length", "max_tokens")) from None
     if settings.get("beam") and settings.get("num", 1) > 1:
         raise BadRequest("beam search gives the single most likely text: leave num out")
     if field == "condition" and given is not None and given not in model.conditions:
@@ -275,7 +276,8 @@ def build_app(model: Pretrained, checkpoint: str, limits: Limits = Limits()) -> 
     batcher = Batcher(model, limits)
     info = describe(model, checkpoint)
     limits_shown = {("max_wait_ms" if name == "max_wait" else name): value * 1000 if name == "max_wait" else value for name, value in asdict(limits).items()}
-    page = _PAGE.replace("__TASK__", json.dumps(model.task)).replace("__CONDITIONS__", json.dumps(getattr(model, "conditions", [])))
+    conditions = json.dumps(getattr(model, "conditions", [])).replace("</", "<\\/")  # a condition cannot end the script
+    page = _PAGE.replace("__TASK__", json.dumps(model.task)).replace("__CONDITIONS__", conditions)
 
     async def predict(request: Request) -> Response:
         try:

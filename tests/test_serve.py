@@ -211,7 +211,7 @@ def test_generator_answers_as_the_api_within_the_ranges(trained_generator):
         assert status == 200 and answer == {"condition": "female", "texts": service.model.generate("female", num=3, seed=1, max_length=8, temperature=0.8)}
         assert call(service.port, "POST", "/predict", {"condition": "robot"})[:2] == (400, {"error": "unknown condition 'robot'; this model knows 'female', 'male'"})
         for body, message in [({"condition": "male", "temperature": -1}, "temperature: expected a number >= 0 (0: greedy), not -1"),
-                              ({"num": 17}, "num: this service gives at most 16, not 17"), ({"max_tokens": 100_001}, "max_length"),
+                              ({"num": 17}, "num: this service gives at most 16, not 17"), ({"max_tokens": 2_001}, "max_tokens: this service gives at most 2,000, not 2,001"), ({"max_tokens": 0}, "max_tokens: expected an integer >= 1"),
                               ({"beam": 2, "top_k": 3}, "top_k: beam search samples nothing"), ({"seed": "1"}, "seed: expected an integer"),
                               ({"prompt": "x"}, "unknown field 'prompt'")]:  # fmt: skip
             status, answer, _ = call(service.port, "POST", "/predict", body)
