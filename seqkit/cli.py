@@ -459,10 +459,16 @@ def generate(checkpoint: str, prompt: str, condition: Optional[str], num: int, m
 def info(checkpoint: str) -> None:
     """Describe CHECKPOINT: task, sizes, tokenizer, metrics, version."""
     from .api import load
+
+    click.echo("\n".join(_info_lines(checkpoint, load(checkpoint, device="cpu"))))
+
+
+def _info_lines(checkpoint: str, model: Any) -> list[str]:
+    """What ``seqkit info`` prints about a loaded model, a line each (``seqkit serve``'s
+    ``GET /info`` returns the same lines as JSON)."""
     from .model import count_parameters
     from .tokenize import tokenizer_kind
 
-    model = load(checkpoint, device="cpu")
     recipe, meta = model.recipe, model.info
     m = recipe.model
     lines = [
@@ -504,7 +510,7 @@ def info(checkpoint: str) -> None:
         lines.append(f"word vectors {m.embeddings.pretrained}{' (frozen)' if m.embeddings.freeze else ''}")
     lines.append(f"step         {meta.get('step', '?')} (epoch {meta.get('epoch', '?')})")
     lines.append(f"written by   seqkit {meta.get('seqkit_version', '?')}, format {meta.get('format_version', '?')}, {meta.get('created', '?')}")
-    click.echo("\n".join(lines))
+    return lines
 
 
 @main.command()
@@ -557,6 +563,37 @@ def export_embeddings(checkpoint: str, output: Path, overwrite: bool) -> None:
         raise CheckpointError(checkpoint, "reads vectors, not words: it has no word embedding to export")
     count = write_vectors(model.model.embedding.embedding, model.tokenizer, output, overwrite=overwrite)
     click.echo(f"wrote {count:,} vectors of {model.recipe.model.embedding_dim} numbers to {output}")
+
+
+@main.command()
+@click.argument("checkpoint")
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="The TCP port (0: any free one, printed).")
+@click.option("--max-batch", default=32, show_default=True, type=click.IntRange(1, 10_000), help="Texts per model call at most.")
+@click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0, 1000), callback=_finite,
+              help="How long the first request of a batch waits for others to join it.")
+@click.option("--max-body", default=1_000_000, show_default=True, type=click.IntRange(1, 2**31), help="Request bodies over this many bytes get 413.")
+@click.option("--max-text", default=10_000, show_default=True, type=click.IntRange(1, 10_000_000), help="Characters per text (or prompt) at most.")
+@click.option("--max-texts", default=64, show_default=True, type=click.IntRange(1, 100_000), help='Texts per request ("texts") at most.')
+@_threads_option
+def serve(checkpoint: str, host: str, port: int, max_batch: int, max_wait_ms: float, max_body: int, max_text: int, max_texts: int,
+          threads: Optional[int]) -> None:  # fmt: skip
+    """Serve CHECKPOINT over HTTP: POST /predict with {"text": ...} or {"texts": [...]}
+    answers what predict --format jsonl prints per text (a language model or generator:
+    the generated text); GET / is a page to try it, GET /health and GET /info describe
+    the service. Concurrent requests are batched into one model call. Ctrl-C stops it.
+    Needs the serve extra: pip install 'seqkit[serve]'."""
+    try:
+        import starlette  # noqa: F401 -- the serve extra, asked for only here
+        import uvicorn  # noqa: F401
+    except ImportError as error:
+        raise click.UsageError(f"seqkit serve needs {error.name or 'starlette and uvicorn'}: pip install 'seqkit[serve]'") from None
+    from .api import load
+    from .serve import Limits, run_server
+
+    _use_threads(threads)
+    run_server(load(checkpoint), checkpoint, host, port, Limits(max_batch, max_wait_ms / 1000, max_body, max_text, max_texts),
+               report=lambda message: click.echo(message, err=True))  # fmt: skip
 
 
 def _number(value: Any) -> str:
