@@ -105,8 +105,9 @@ def main() -> None:
     """RNN, GRU and LSTM sequence models for text: train from a recipe, then use them.
 
     A CHECKPOINT is a checkpoint directory (runs/NAME/best), a run directory (runs/NAME:
-    its best/), an archive of a checkpoint that seqkit export wrote, or the http(s) URL of
-    such an archive (URL#sha256=HEX verifies it).
+    its best/), an archive of a checkpoint that seqkit export wrote, the http(s) URL of
+    such an archive (URL#sha256=HEX verifies it), or hf://USER/NAME[@REVISION] on the
+    Hugging Face Hub.
     """
 
 
@@ -516,9 +517,10 @@ def _info_lines(checkpoint: str, model: Any) -> list[str]:
 @main.command()
 @click.argument("checkpoint")  # a string: a URL is no path
 @click.argument("archive", metavar="OUTPUT", type=click.Path(path_type=Path))
-@click.option("--format", "output_format", type=click.Choice(["archive", "onnx"]), default="archive", show_default=True,
+@click.option("--format", "output_format", type=click.Choice(["archive", "onnx", "hub"]), default="archive", show_default=True,
               help="archive: OUTPUT is a .tar.gz, .tgz or .zip of the checkpoint; onnx: OUTPUT is a directory holding model.onnx, "
-                   "config.yaml, tokenizer.json and labels.json, for ONNX Runtime (taggers, classifiers, regression and language models).")
+                   "config.yaml, tokenizer.json and labels.json, for ONNX Runtime (taggers, classifiers, regression and language models); "
+                   "hub: OUTPUT is a directory of the checkpoint's files and a model card README.md, to upload to the Hugging Face Hub.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (else an existing OUTPUT is an error).")
 def export(checkpoint: str, archive: Path, output_format: str, overwrite: bool) -> None:
     """Write CHECKPOINT (a checkpoint or run directory, an archive or a URL) as OUTPUT to
@@ -527,10 +529,17 @@ def export(checkpoint: str, archive: Path, output_format: str, overwrite: bool) 
     An archive (.tar.gz, .tgz or .zip) prints its size and SHA-256, to publish its URL as
     URL#sha256=HEX. With --format onnx, OUTPUT is a directory that seqkit predict OUTPUT
     --runtime onnx (or from_pretrained(OUTPUT, runtime="onnx")) runs with ONNX Runtime;
-    the export is checked against PyTorch first (pip install seqkit[onnx]). Nothing is
-    written unless CHECKPOINT loads.
+    the export is checked against PyTorch first (pip install seqkit[onnx]). With --format
+    hub, OUTPUT is a folder for huggingface-cli upload USER/NAME OUTPUT, which then loads
+    as hf://USER/NAME. Nothing is written unless CHECKPOINT loads.
     """
     report = lambda message: click.echo(message, err=True)  # noqa: E731
+    if output_format == "hub":
+        from .hf_hub import export_hub
+
+        directory = export_hub(checkpoint, archive, overwrite=overwrite, report=report)
+        click.echo(f"wrote {directory}/ (the checkpoint and README.md); upload it with: huggingface-cli upload USER/{directory.name} {directory}")
+        return
     if output_format == "onnx":
         from .onnx_export import export_onnx
 

@@ -13,6 +13,9 @@ Every entry is written under a temporary name and renamed into place, so a faile
 download or a refused archive leaves nothing behind. Unpacking accepts regular files and
 directories only, within a size and member limit, so an archive cannot write outside its
 entry or fill the disk. ``SEQKIT_OFFLINE=1`` never touches the network.
+
+``hf://USER/NAME[@REVISION]`` is a Hugging Face Hub repository: ``hf_hub.fetch`` downloads it
+into the Hub's own cache (``HF_HOME``), offline with ``HF_HUB_OFFLINE=1``.
 """
 
 from __future__ import annotations
@@ -81,7 +84,8 @@ def resolve(source: str | Path, *, sha256: Optional[str] = None, report: Optiona
             when it has no ``best/`` yet); a ``.tar.gz``, ``.tgz`` or ``.zip`` archive of a
             checkpoint (as ``export`` writes: the files at its top level or in its one
             top-level directory); or an ``http://`` / ``https://`` URL of such an archive,
-            optionally ending in ``#sha256=HEX``.
+            optionally ending in ``#sha256=HEX``; or ``hf://USER/NAME[@REVISION]``, a Hugging
+            Face Hub model repository holding a checkpoint (``hf_hub.fetch``).
         sha256: the SHA-256 (hex) the archive must have; the same as ``#sha256=HEX``.
         report: told, in a line, which checkpoint of a run directory is used.
 
@@ -95,6 +99,12 @@ def resolve(source: str | Path, *, sha256: Optional[str] = None, report: Optiona
             checkpoint yet, a failed download, a SHA-256 mismatch, not an archive, an archive
             with no weights, an unsafe archive, or an uncached URL while offline.
     """
+    if isinstance(source, str) and source[:5].lower() == "hf://":
+        from .hf_hub import fetch  # huggingface_hub is imported only for a Hub checkpoint
+
+        if sha256 is not None:
+            raise CheckpointError(source, "sha256 verifies an archive or a URL; pin a Hub checkpoint by its commit instead: hf://USER/NAME@COMMIT")
+        return fetch(source)
     if _is_url(source):
         url, expected = _split_sha256(source, sha256)
         return _from_url(url, expected)
@@ -123,16 +133,18 @@ def open_checkpoint(source: str | Path, device: Any = "cpu", *, sha256: Optional
 
 def _loaded(directory: Path, source: str | Path, device: Any) -> Checkpoint:
     """``load_checkpoint(directory)``, whose errors name ``source`` when ``directory`` is the
-    cache's copy of an archive."""
+    cache's copy of an archive or of a Hub repository."""
     try:
         return load_checkpoint(directory, device)
     except CheckpointError as error:
-        if not directory.is_relative_to(cache_dir() / "checkpoints"):
+        hf = isinstance(source, str) and source[:5].lower() == "hf://"
+        if not (hf or directory.is_relative_to(cache_dir() / "checkpoints")):
             raise
         label = _split_sha256(source, None)[0] if _is_url(source) else str(source)
         message = str(error)[len(error.path) + 2 :]  # without the cache path in front
         member = Path(error.path).relative_to(directory) if Path(error.path).is_relative_to(directory) else None
-        raise CheckpointError(label, f"{member} in the archive: {message}" if member and member != Path(".") else message) from None
+        where = "the repository" if hf else "the archive"
+        raise CheckpointError(label, f"{member} in {where}: {message}" if member and member != Path(".") else message) from None
 
 
 def export(checkpoint: str | Path, archive_path: str | Path, *, overwrite: bool = False,

@@ -284,9 +284,12 @@ def export_onnx(checkpoint: str | Path, directory: str | Path, *, overwrite: boo
     return directory, difference
 
 
-def check_export_target(directory: Path, overwrite: bool) -> None:
+def check_export_target(directory: Path, overwrite: bool, *, files: frozenset[str] = EXPORT_FILES, marker: str = MODEL,
+                        kind: str = "an ONNX export") -> None:  # fmt: skip
     """Refuse to write an export where it would replace what the user did not ask to
-    replace: an existing export (unless ``overwrite``), or anything that is not one."""
+    replace: an existing export (unless ``overwrite``), or anything that is not one. An
+    export is a directory of ``files`` only, ``marker`` among them (``hf_hub`` checks its
+    Hub folders here too)."""
     if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
         raise SeqkitError(f"{directory}: exists and is not a directory: name a new directory for the export")
     if not directory.exists():
@@ -297,12 +300,12 @@ def check_export_target(directory: Path, overwrite: bool) -> None:
     entries = list(directory.iterdir())
     if not entries:
         return
-    if (directory / MODEL).is_file() and all(path.is_file() and path.name in EXPORT_FILES for path in entries):
+    if (directory / marker).is_file() and all(path.is_file() and path.name in files for path in entries):
         if not overwrite:
-            raise SeqkitError(f"{directory}: already holds an ONNX export: pass --overwrite to replace it, or choose another name")
+            raise SeqkitError(f"{directory}: already holds {kind}: pass --overwrite to replace it, or choose another name")
         return
     what = "a checkpoint" if (directory / WEIGHTS).is_file() else "other files"
-    raise SeqkitError(f"{directory}: holds {what}, not an ONNX export, and the export would replace it whole: name a new or empty directory")
+    raise SeqkitError(f"{directory}: holds {what}, not {kind}, and the export would replace it whole: name a new or empty directory")
 
 
 def _metadata(task: str, model: nn.Module) -> dict[str, str]:
