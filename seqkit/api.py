@@ -78,7 +78,8 @@ class Pretrained:
 
         Args:
             path: the checkpoint or run directory, ``.tar.gz`` / ``.tgz`` / ``.zip`` archive,
-                or ``http(s)://`` URL (optionally ending in ``#sha256=HEX``).
+                or ``http(s)://`` URL (optionally ending in ``#sha256=HEX``), or
+                ``hf://USER/NAME[@REVISION]``: a Hugging Face Hub model repository.
             device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
             sha256: the SHA-256 (hex) the archive must have.
             runtime: ``torch``; or ``onnx``: run a directory that ``seqkit export

@@ -530,7 +530,7 @@ def export(checkpoint: str, archive: Path, output_format: str, overwrite: bool) 
     URL#sha256=HEX. With --format onnx, OUTPUT is a directory that seqkit predict OUTPUT
     --runtime onnx (or from_pretrained(OUTPUT, runtime="onnx")) runs with ONNX Runtime;
     the export is checked against PyTorch first (pip install seqkit[onnx]). With --format
-    hub, OUTPUT is a folder for huggingface-cli upload USER/NAME OUTPUT, which then loads
+    hub, OUTPUT is a folder for hf upload USER/NAME OUTPUT, which then loads
     as hf://USER/NAME. Nothing is written unless CHECKPOINT loads.
     """
     report = lambda message: click.echo(message, err=True)  # noqa: E731
@@ -538,7 +538,7 @@ def export(checkpoint: str, archive: Path, output_format: str, overwrite: bool) 
         from .hf_hub import export_hub
 
         directory = export_hub(checkpoint, archive, overwrite=overwrite, report=report)
-        click.echo(f"wrote {directory}/ (the checkpoint and README.md); upload it with: huggingface-cli upload USER/{directory.name} {directory}")
+        click.echo(f"wrote {directory}/ (the checkpoint and README.md); upload it with: hf upload USER/{directory.name} {directory}")
         return
     if output_format == "onnx":
         from .onnx_export import export_onnx

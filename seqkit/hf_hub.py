@@ -4,10 +4,10 @@
 (``snapshot_download``) into the Hub's standard cache (``HF_HUB_CACHE``, else
 ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``), so other Hub tools share the copy and
 a pinned commit is fetched once. ``HF_HUB_OFFLINE=1`` reads the cache only; ``HF_ENDPOINT``
-names another Hub; ``HF_TOKEN`` (or ``huggingface-cli login``) reads a private repository.
+names another Hub; ``HF_TOKEN`` (or ``hf auth login``) reads a private repository.
 The environment is read at each call, not when ``huggingface_hub`` was imported.
 
-``export_hub`` writes what ``huggingface-cli upload USER/NAME DIR`` publishes: the
+``export_hub`` writes what ``hf upload USER/NAME DIR`` publishes: the
 checkpoint's files and a model card (``README.md``) whose YAML front matter the Hub reads
 (library, pipeline, tags, the validation metrics the checkpoint measured).
 
@@ -97,7 +97,7 @@ def fetch(source: str) -> Path:
     except RevisionNotFoundError:
         raise CheckpointError(source, f"revision {revision!r} not found in the Hub repository {repo_id} ({where}): name a branch, tag or commit it has") from None
     except RepositoryNotFoundError:
-        raise CheckpointError(source, f"repository {repo_id} not found on the Hub ({where}); a private one needs HF_TOKEN or huggingface-cli login") from None
+        raise CheckpointError(source, f"repository {repo_id} not found on the Hub ({where}); a private one needs HF_TOKEN or hf auth login") from None
     except LocalEntryNotFoundError as error:
         if offline:
             raise CheckpointError(source, f"not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE is set, so seqkit does not download it") from None
@@ -196,7 +196,7 @@ def model_card(recipe: Any, info: dict[str, Any], name: str) -> str:
              f"trained {info.get('step', '?')} steps ({info.get('epoch', '?')} epochs) with seqkit {info.get('seqkit_version', '?')}.", "",
              "## Use", "", "```python", "import seqkit", "", f'model = seqkit.load("{reference}")  # or "{reference}@REVISION" for a branch, tag or commit',
              "```", "", f"or `seqkit predict {reference} INPUT`, `seqkit info {reference}`. Upload this folder with",
-             f"`huggingface-cli upload USER/{name} .` (USER/{name}: your repository).", ""]  # fmt: skip
+             f"`hf upload USER/{name} .` (USER/{name}: your repository).", ""]  # fmt: skip
     rows = [(result["dataset"]["split"], metric["type"], metric["value"]) for result in metadata.get("model-index", [{}])[0].get("results", []) for metric in result["metrics"]]
     if rows:
         lines += ["## Metrics", "", "As measured during training and stored in the checkpoint's config.yaml.", "", "| split | metric | value |", "|---|---|---|"]

@@ -143,7 +143,7 @@ def hub_folder(quick_classifier, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("export") / "spam-lstm"
     result = CliRunner().invoke(main, ["export", str(quick_classifier.run_dir / "last"), str(folder), "--format", "hub"])
     assert result.exit_code == 0, result.output + result.stderr
-    assert f"huggingface-cli upload USER/spam-lstm {folder}" in result.stdout
+    assert f"hf upload USER/spam-lstm {folder}" in result.stdout
     return folder
 
 
@@ -210,7 +210,7 @@ def test_each_failure_is_one_line_from_the_cli(fake_hub, hub_folder, monkeypatch
     fake_hub.publish("user/no-weights", {"config.yaml": (hub_folder / "config.yaml").read_bytes()})
     where = fake_hub.url
     cases = {
-        "hf://user/nothing": f"hf://user/nothing: repository user/nothing not found on the Hub ({where}); a private one needs HF_TOKEN or huggingface-cli login",
+        "hf://user/nothing": f"hf://user/nothing: repository user/nothing not found on the Hub ({where}); a private one needs HF_TOKEN or hf auth login",
         "hf://user/spam@v9": f"hf://user/spam@v9: revision 'v9' not found in the Hub repository user/spam ({where}): name a branch, tag or commit it has",
         "hf://user/readme-only": "hf://user/readme-only: not a seqkit checkpoint: the repository has no config.yaml and no model.safetensors at its top level",
         "hf://user/no-weights": "hf://user/no-weights: not a seqkit checkpoint: the repository has no model.safetensors at its top level",
