@@ -87,7 +87,8 @@ def fetch(source: str) -> Path:
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
     except ImportError:
         raise SeqkitError(f"{source}: loading from the Hugging Face Hub needs huggingface_hub: pip install huggingface_hub") from None
-    endpoint, cache, offline = _endpoint(), hf_cache_dir(), _offline()
+    endpoint, cache = _endpoint(), hf_cache_dir()
+    offline = _offline() or huggingface_hub.constants.HF_HUB_OFFLINE  # set now, or when huggingface_hub was imported (it then refuses any request)
     where = endpoint or huggingface_hub.constants.ENDPOINT
     if not os.isatty(2):
         disable_progress_bars()  # as seqkit's own downloads: bars on a terminal only
