@@ -276,12 +276,12 @@ def _browser():
 
 
 def test_the_page_highlights_entities_in_a_browser(tagger_service):
+    text = next(text for text, doc in zip(tweets(12), tagger_service.model.tag(tweets(12))) if doc.spans)
+    span = tagger_service.model.tag(text).spans[0]
+    browser = _browser()  # skips, saying why, where selenium or a headless Chromium is missing (CI)
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    text = next(text for text, doc in zip(tweets(12), tagger_service.model.tag(tweets(12))) if doc.spans)
-    span = tagger_service.model.tag(text).spans[0]
-    browser = _browser()
     try:
         browser.get(f"http://127.0.0.1:{tagger_service.port}/")
         browser.find_element(By.ID, "text").send_keys(text)
