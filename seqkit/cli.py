@@ -220,7 +220,8 @@ def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Option
         rows = sorted(metrics["per_tag"].items(), key=lambda row: (-row[1]["tokens"], row[0]))
         width = max(len("tag"), *(len(name) for name, _ in rows))
         click.echo(f"{data_path}: {metrics['sentences']:,} sentences, {metrics['tokens']:,} tokens; token accuracy {metrics['accuracy']:.4f}, "
-                   f"on the {metrics['unseen_tokens']:,} words outside the vocabulary {metrics['unseen_accuracy']:.4f}; macro-F1 {metrics['macro_f1']:.4f}")  # fmt: skip
+                   f"on the {metrics['unseen_tokens']:,} words outside the vocabulary {metrics['unseen_accuracy']:.4f}; macro-F1 {metrics['macro_f1']:.4f}"
+                   + (f" (except O {metrics['macro_f1_except_o']:.4f})" if "O" in metrics["per_tag"] and "macro_f1_except_o" in metrics else ""))  # fmt: skip
         click.echo(f"{'tag':<{width}}  precision  recall      f1    tokens")
         for name, scores in rows:
             click.echo(f"{name:<{width}}  {scores['precision']:9.4f}  {scores['recall']:6.4f}  {scores['f1']:6.4f}  {scores['tokens']:8,}")

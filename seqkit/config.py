@@ -163,6 +163,7 @@ class TrainConfig(_Section):
     plateau_patience: int = Field(0, ge=0)
     eval_every: Optional[int] = Field(None, ge=1)  # steps; null: after every epoch
     early_stopping: Optional[int] = Field(None, ge=1)  # evaluations without improvement
+    select_on: str = Field("auto", min_length=1)  # the valid metric that picks best/, early stopping and plateau; auto: the task's own (recipe_rules.selectable_metrics)
     log_every: int = Field(20, ge=1)
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the device runs it natively, else fp32

@@ -51,7 +51,10 @@ def tag_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]
 
     Returns:
         ``accuracy``, ``tokens``, ``unseen_accuracy`` (0 when no word is unseen),
-        ``unseen_tokens``, ``macro_f1`` (the mean over the tags in gold or predicted) and
+        ``unseen_tokens``, ``macro_f1`` (the unweighted mean of the per-tag F1 over every
+        tag in gold or predicted), ``macro_f1_except_o`` (the same mean with the tag ``O``
+        left out: over the marks of punctuation restoration, say, whose O is most words;
+        0 when no other tag occurs; ``macro_f1`` itself where there is no ``O``) and
         ``per_tag``: ``{tag: {precision, recall, f1, tokens}}`` (``tokens``: the gold count),
         by tag name.
     """
@@ -70,12 +73,14 @@ def tag_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]
         scores = _precision_recall_f1(*counts[tag])
         scores["tokens"] = scores.pop("entities")
         per_tag[tag] = scores
+    except_o = [scores["f1"] for tag, scores in per_tag.items() if tag != "O"]
     return {
         "accuracy": correct / tokens if tokens else 0.0,
         "tokens": tokens,
         "unseen_accuracy": unseen_correct / unseen_tokens if unseen_tokens else 0.0,
         "unseen_tokens": unseen_tokens,
         "macro_f1": sum(scores["f1"] for scores in per_tag.values()) / len(per_tag) if per_tag else 0.0,
+        "macro_f1_except_o": sum(except_o) / len(except_o) if except_o else 0.0,
         "per_tag": per_tag,
     }
 

@@ -8,7 +8,7 @@ Three kinds, in the order ``check_consistency`` runs them:
 - ``TASK_RULES``: one small function per task, for the rules of that task alone.
 - ``SHARED_RULES``: rules that cut across tasks (starting from a checkpoint and freezing,
   word vectors, vector inputs, held-out examples, adaptive softmax cutoffs, the training
-  files, the end of training, the device and precision).
+  files, the end of training, the device and precision, the metric that picks ``best/``).
 
 Each rule returns its problems as ``(key path, message)``. This module imports neither
 torch nor the tasks package: the CLI checks recipes before importing either.
@@ -73,6 +73,39 @@ TASK_KEYS: tuple[TaskKey, ...] = (
     TaskKey(("train", "class_weights"), ("tagging", "classification"), None, "only tagging and classification weigh classes; remove it"),
     TaskKey(("train", "loss"), ("regression",), "mse", "only regression chooses its loss; remove it"),
 )  # fmt: skip
+
+
+# --- the validation metric that picks best/ (train.select_on) -----------------------------
+
+# what each task's evaluate reports that can pick best/, its own choice (train.select_on: auto) first
+_METRICS: dict[str, tuple[str, ...]] = {
+    "language_model": ("perplexity", "loss", "perplexity_no_unk"),
+    "entity_tagging": ("f1", "precision", "recall", "accuracy"),  # data.scheme bio or bioes: entities (micro), token accuracy
+    "plain_tagging": ("accuracy", "macro_f1", "macro_f1_except_o", "unseen_accuracy"),  # data.scheme none (metrics.tag_scores)
+    "classification": ("macro_f1", "accuracy", "loss"),
+    "regression": ("mae", "rmse", "loss"),
+    "generation": ("perplexity", "loss"),
+    "seq2seq": ("wer", "per", "loss", "perplexity"),
+}
+LOWER_IS_BETTER = frozenset({"loss", "perplexity", "perplexity_no_unk", "mae", "rmse", "per", "wer"})
+
+
+def selectable_metrics(recipe: Recipe) -> tuple[str, ...]:
+    """The validation metrics ``train.select_on`` may name for this recipe's task, the one
+    ``auto`` picks first (a tagger's depend on ``data.scheme``: plain tags have no entities)."""
+    if recipe.task == "tagging":
+        return _METRICS["plain_tagging" if recipe.data.scheme == "none" else "entity_tagging"]
+    return _METRICS[recipe.task]
+
+
+def selected_metric(recipe: Recipe) -> tuple[str, bool]:
+    """``(metric, higher_is_better)``: what picks ``best/`` and drives early stopping and the
+    plateau schedule. Loss, perplexity, MAE, RMSE, PER and WER are better lower; accuracy,
+    F1, precision and recall higher."""
+    name = recipe.train.select_on
+    if name == "auto":
+        name = selectable_metrics(recipe)[0]
+    return name, name not in LOWER_IS_BETTER
 
 
 def _value(recipe: Recipe, path: tuple[str, ...]) -> Any:
@@ -243,6 +276,14 @@ def _device_and_precision(recipe: Recipe) -> Problems:
     return []
 
 
+def _select_on(recipe: Recipe) -> Problems:
+    name, allowed = recipe.train.select_on, selectable_metrics(recipe)
+    if name == "auto" or name in allowed:
+        return []
+    what = f"{recipe.task} (data.scheme: {recipe.data.scheme})" if recipe.task == "tagging" else recipe.task
+    return [(("train", "select_on"), f"{name!r} is not a validation metric {what} reports; use auto ({allowed[0]}) or one of: {', '.join(allowed)}")]
+
+
 SHARED_RULES: tuple[Callable[[Recipe], Problems], ...] = (
     _adaptive_cutoffs,
     _training_files,
@@ -254,6 +295,7 @@ SHARED_RULES: tuple[Callable[[Recipe], Problems], ...] = (
     _holdout,
     _training_end,
     _device_and_precision,
+    _select_on,
 )
 
 

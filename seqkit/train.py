@@ -31,7 +31,7 @@ import torch
 
 from .checkpoint import WEIGHTS, load_weights, read_config
 from .config import Recipe
-from .errors import NotTextError, SeqkitError
+from .errors import NotTextError, RecipeError, SeqkitError
 from .runtime import autocast
 from .training.faults import (
     Doing, StopSignal, TrainingDiverged, TrainingInterrupted, describe_batch, describe_failure, describe_os_error, describe_step,
@@ -187,6 +187,7 @@ def evaluate_and_save(run: Run, last: bool) -> None:
     progress, task = run.progress, run.task
     run.doing.now = f"the evaluation after step {progress.step}"
     metrics = run.world.on_main(task.evaluate, run.model, run.precision.chosen)
+    check_selected_metric(metrics, task, run.config.select_on)
     improved = progress.record_evaluation(metrics[task.metric], task.higher_is_better)
     if run.plateau:
         run.scheduler.step(metrics[task.metric])
@@ -202,11 +203,21 @@ def evaluate_and_save(run: Run, last: bool) -> None:
     if improved:
         run.save_best(info)
     run.save_last(info)
-    run.say(describe_evaluation(record, task) + ("  *best" if improved else ""))
+    run.say(describe_evaluation(record, task, run.config.select_on) + ("  *best" if improved else ""))
     _log_sample(run, task.sample(run.model) if run.world.main else None, progress.step)  # generative tasks
     if early_stop:
         run.say(f"early stopping: no improvement in {run.config.early_stopping} evaluations")
     run.meter.resume()
+
+
+def check_selected_metric(metrics: dict[str, Any], task: Any, select_on: str) -> None:
+    """The metric that picks ``best/`` must be among the evaluation's numbers: recipe
+    loading checks ``train.select_on`` against each task's names (``recipe_rules``); this
+    catches a task that reports otherwise, at the first evaluation, before anything is saved."""
+    if not isinstance(metrics.get(task.metric), (int, float)):
+        names = ", ".join(name for name, value in metrics.items() if isinstance(value, float))
+        key = f"train.select_on: {select_on!r}" if select_on != "auto" else f"the task's metric {task.metric!r}"
+        raise RecipeError([f"{key} is not among the validation metrics this run reports ({names})"])
 
 
 def stop_here(run: Run) -> None:

@@ -2,7 +2,8 @@
 and its evaluation. The training loop (``train.py``) is the same for all of them.
 
 A task class has: ``name``; ``metric`` and ``higher_is_better`` (what picks ``best/``
-and drives early stopping); ``make_tokenizer(recipe)``; ``__init__(recipe, tokenizer,
+and drives early stopping unless ``train.select_on`` names another of its numbers: the
+names each task reports are listed in ``recipe_rules.selectable_metrics``); ``make_tokenizer(recipe)``; ``__init__(recipe, tokenizer,
 labels)``; ``labels``; ``summary()``; ``train_batches(epoch, device)`` (a pure function
 of the seed and epoch, so that ``--resume`` is exact); ``steps_per_epoch()``;
 ``loss(model, batch, carry)``; ``evaluate(model, precision, split)``; ``describe(metrics)``;

@@ -108,8 +108,12 @@ def annotated_config(recipe: Recipe, precision: Precision, threads: Threads) -> 
     return text
 
 
-def describe_evaluation(record: dict[str, Any], task) -> str:
-    return f"step {record['step']:>6}  epoch {record['epoch']:.2f}  train loss {record['train_loss']:.4f}  valid {task.describe(record)}"
+def describe_evaluation(record: dict[str, Any], task, select_on: str = "auto") -> str:
+    """The evaluation's log line; with ``train.select_on`` set, the metric that picks ``best/`` at its end."""
+    line = f"step {record['step']:>6}  epoch {record['epoch']:.2f}  train loss {record['train_loss']:.4f}  valid {task.describe(record)}"
+    if select_on != "auto":
+        line += f"  (select on {task.metric} {record[task.metric]:.4f})"
+    return line
 
 
 def add_scalars(writer: SummaryWriter, split: str, metrics: dict[str, Any], step: int) -> None:

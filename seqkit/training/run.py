@@ -29,6 +29,7 @@ from ..errors import CheckpointError, RecipeError, SeqkitError
 from ..hub import resolve
 from ..model import build_model, count_parameters, recurrent_cells
 from ..runtime import Precision, Threads, choose_threads, resolve_precision, seed_everything, tune_allocator
+from ..recipe_rules import selected_metric
 from ..tasks import TASKS
 from ..tokenize import load_tokenizer, special_ids
 from ..transfer import apply_freezing, layer_groups, trainable_groups, transfer_weights
@@ -214,6 +215,8 @@ def setup_run(recipe: Recipe, lock: RunLock, doing: Doing, *, resume: bool, over
 
     source = resolve(recipe.model.init_from) if recipe.model.init_from is not None and not resume else None  # transfer
     tokenizer, task = _tokenizer_and_task(recipe, world, run_dir, source, resume=resume)
+    if recipe.train.select_on != "auto":  # the metric that picks best/, early stopping and the plateau schedule
+        task.metric, task.higher_is_better = selected_metric(recipe)
     model = _build_model(recipe, task, tokenizer, world.device)
     fixed = _embed_pretrained(model, recipe, tokenizer, say, resume=resume)
     transferred = _transfer(model, recipe, tokenizer, source, world) if source is not None else set()
