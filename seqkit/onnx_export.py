@@ -455,6 +455,9 @@ def load_onnx(path: str | Path) -> tuple[OnnxModel, Recipe, Any, Optional[LabelS
             a file beside it missing or unreadable.
         SeqkitError: onnxruntime is not installed.
     """
+    if isinstance(path, str) and "://" in path:  # hf://, http(s)://: Path() would fold the slashes and hide what was asked
+        raise CheckpointError(path, "runtime='onnx' reads a local export directory; fetch or unpack it first, "
+                                    "or load the checkpoint with the torch runtime")  # fmt: skip
     directory = Path(path)
     if directory.name == MODEL and directory.is_file():
         directory = directory.parent

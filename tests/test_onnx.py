@@ -194,6 +194,8 @@ def test_bad_input_is_one_line(small_tagger, tmp_path, monkeypatch):
         seqkit.Tagger.from_pretrained(small_tagger, runtime="onnx")
     with pytest.raises(CheckpointError, match=r"no model.onnx: write one with seqkit export CHECKPOINT DIR --format onnx"):
         seqkit.load(tmp_path, runtime="onnx")
+    with pytest.raises(CheckpointError, match=r"^hf://someone/tagger: runtime='onnx' reads a local export directory"):
+        seqkit.load("hf://someone/tagger", runtime="onnx")
     with pytest.raises(ValueError, match="runtime: expected 'torch' or 'onnx'"):
         seqkit.load(small_tagger, runtime="tensorrt")
     predicted = runner.invoke(main, ["predict", str(small_tagger), "--runtime", "onnx"], input="hi\n")
