@@ -290,3 +290,20 @@ def test_the_page_highlights_entities_in_a_browser(tagger_service):
         assert marks[0].get_attribute("data-label") == span.label and marks[0].text.startswith(span.text)
     finally:
         browser.quit()
+
+
+def test_the_listening_socket_sends_without_nagle_delay():
+    # uvicorn writes a response's headers and body apart: with Nagle's algorithm on, a
+    # kept-alive connection's body waited for the client's delayed ACK (44 ms a request)
+    import socket
+
+    sock = listen("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        client = socket.create_connection(sock.getsockname())
+        accepted, _ = sock.accept()
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0  # what each connection inherits
+        accepted.close()
+        client.close()
+    finally:
+        sock.close()
