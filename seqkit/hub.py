@@ -45,6 +45,7 @@ from tqdm import tqdm
 from . import __version__
 from .checkpoint import CONFIG, TRAINER_STATE, WEIGHTS, Checkpoint, check_new_file, checkpoint_in, load_checkpoint, new_file
 from .errors import CheckpointError, SeqkitError
+from .hf_hub import is_hf
 
 MAX_ARCHIVE_BYTES = 2 * 1024**3  # unpacked; SEQKIT_MAX_ARCHIVE_BYTES overrides it
 MAX_ARCHIVE_MEMBERS = 1000  # a checkpoint has a handful of files
@@ -99,13 +100,13 @@ def resolve(source: str | Path, *, sha256: Optional[str] = None, report: Optiona
             checkpoint yet, a failed download, a SHA-256 mismatch, not an archive, an archive
             with no weights, an unsafe archive, or an uncached URL while offline.
     """
-    if isinstance(source, str) and source[:5].lower() == "hf://":
+    if is_hf(source):
         from .hf_hub import fetch  # huggingface_hub is imported only for a Hub checkpoint
 
         if sha256 is not None:
             raise CheckpointError(source, "sha256 verifies an archive or a URL; pin a Hub checkpoint by its commit instead: hf://USER/NAME@COMMIT")
         return fetch(source)
-    if _is_url(source):
+    if is_url(source):
         url, expected = _split_sha256(source, sha256)
         return _from_url(url, expected)
     path = Path(source)
@@ -140,7 +141,7 @@ def _loaded(directory: Path, source: str | Path, device: Any) -> Checkpoint:
         hf = isinstance(source, str) and source[:5].lower() == "hf://"
         if not (hf or directory.is_relative_to(cache_dir() / "checkpoints")):
             raise
-        label = _split_sha256(source, None)[0] if _is_url(source) else str(source)
+        label = _split_sha256(source, None)[0] if is_url(source) else str(source)
         message = str(error)[len(error.path) + 2 :]  # without the cache path in front
         member = Path(error.path).relative_to(directory) if Path(error.path).is_relative_to(directory) else None
         where = "the repository" if hf else "the archive"
@@ -417,7 +418,8 @@ def _url_key(url: str) -> str:
     return f"{hashlib.sha256(url.encode('utf-8')).hexdigest()[:16]}-{name}"
 
 
-def _is_url(source: object) -> bool:
+def is_url(source: object) -> bool:
+    """Whether ``source`` is an ``http://`` or ``https://`` URL (a string; a path never is one)."""
     return isinstance(source, str) and urlsplit(source).scheme.lower() in ("http", "https")
 
 

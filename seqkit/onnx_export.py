@@ -59,6 +59,8 @@ from .encoders import RNNEncoder, State
 from .errors import CheckpointError, SeqkitError
 from .labels import LabelSet, Targets, allowed_transitions
 from .heads import TaggingHead
+from .hf_hub import is_hf
+from .hub import is_url
 from .tokenize import load_tokenizer, special_ids, word_ids
 
 MODEL = "model.onnx"
@@ -455,7 +457,7 @@ def load_onnx(path: str | Path) -> tuple[OnnxModel, Recipe, Any, Optional[LabelS
             a file beside it missing or unreadable.
         SeqkitError: onnxruntime is not installed.
     """
-    if isinstance(path, str) and "://" in path:  # hf://, http(s)://: Path() would fold the slashes and hide what was asked
+    if is_url(path) or is_hf(path):  # Path() would fold the slashes and hide what was asked
         raise CheckpointError(path, "runtime='onnx' reads a local export directory; fetch or unpack it first, "
                                     "or load the checkpoint with the torch runtime")  # fmt: skip
     directory = Path(path)
