@@ -581,7 +581,7 @@ def export_embeddings(checkpoint: str, output: Path, overwrite: bool) -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="The TCP port (0: any free one, printed).")
 @click.option("--max-batch", default=32, show_default=True, type=click.IntRange(1, 10_000), help="Texts per model call at most.")
 @click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0, 1000), callback=_finite,
-              help="How long the first request of a batch waits for others to join it.")
+              help="How long a batch waits for requests still being read to join it (a request alone never waits).")
 @click.option("--max-body", default=1_000_000, show_default=True, type=click.IntRange(1, 2**31), help="Request bodies over this many bytes get 413.")
 @click.option("--max-text", default=10_000, show_default=True, type=click.IntRange(1, 10_000_000), help="Characters per text (or prompt) at most.")
 @click.option("--max-texts", default=64, show_default=True, type=click.IntRange(1, 100_000), help='Texts per request ("texts") at most.')

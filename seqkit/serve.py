@@ -2,8 +2,9 @@
 
 Requests are read and checked on the event loop; the model runs in one worker thread
 (torch computes synchronously and keeps its own intra-op threads), fed by a queue. The
-worker takes the first waiting request, waits at most ``Limits.max_wait`` seconds for
-others to fill ``Limits.max_batch`` texts, answers them all from one batched API call
+worker takes every request waiting (up to ``Limits.max_batch`` texts) and, while other
+requests are still being read, waits at most ``Limits.max_wait`` seconds for them; a
+request alone never waits. It answers them all from one batched API call
 (``Tagger.tag(texts)``, ``Classifier.predict(texts)``, ...) and hands each request its
 part back on the loop, so the loop never waits on torch. A generation request has its own
 settings and runs alone. Answers are what ``seqkit predict --format jsonl`` prints, made
@@ -39,7 +40,7 @@ class Limits:
     """What one request may ask and how requests are batched (``seqkit serve --help``)."""
 
     max_batch: int = 32  # texts per model call
-    max_wait: float = 0.005  # seconds the first request of a batch waits for company
+    max_wait: float = 0.005  # seconds a batch waits for requests still being read (none: no wait)
     max_body: int = 1_000_000  # bytes of a request body
     max_text: int = 10_000  # characters of a text, prompt or condition
     max_texts: int = 64  # texts of one request
@@ -49,6 +50,7 @@ class Limits:
 # API's own ranges (decoding.LIMITS) allow hours of it, which a shared service should not
 GENERATION_SETTINGS = ("max_tokens", "temperature", "top_k", "top_p", "seed", "num", "beam", "no_repeat_ngram_size")
 SERVICE_CAPS = {"max_tokens": 2_000, "num": 16, "beam": 10}
+POLL = 0.0005  # seconds between the worker's looks at the queue while it waits for company
 ROUTES = "GET /, GET /health, GET /info and POST /predict"
 
 
@@ -73,12 +75,15 @@ class _Job:
 
 class Batcher:
     """The queue and the one worker thread that runs the model; ``batches`` counts the
-    model calls it made, ``requests`` and ``texts`` what they answered."""
+    model calls it made, ``requests`` and ``texts`` what they answered. ``arriving``
+    counts the requests the event loop is still reading and checking: the worker waits
+    for company only while there are some."""
 
     def __init__(self, model: Pretrained, limits: Limits):
         self.model, self.limits = model, limits
         self.generates = isinstance(model, (LanguageModel, Generator))
         self.queue: queue.Queue[Optional[_Job]] = queue.Queue()
+        self.arriving = 0  # changed on the event loop only; the worker only reads it
         self.batches = self.requests = self.texts = 0
         self.thread = threading.Thread(target=self._work, name="seqkit-serve-model", daemon=True)
 
@@ -89,12 +94,22 @@ class Batcher:
         self.queue.put(None)  # the worker ends after the requests queued before it
         self.thread.join(timeout=10)
 
-    async def submit(self, texts: list, settings: dict[str, Any]) -> list[str]:
-        """The JSON answer for each of ``texts``, once the worker has run them."""
+    @contextmanager
+    def reading(self):
+        """Around reading, checking and queueing one request: while it lasts, a batch
+        being formed waits (at most ``max_wait``) for this request to join it."""
+        self.arriving += 1
+        try:
+            yield
+        finally:
+            self.arriving -= 1
+
+    def submit(self, texts: list, settings: dict[str, Any]) -> asyncio.Future:
+        """Queue ``texts``; the future is the JSON answer for each, once the worker has run them."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.queue.put(_Job(texts, settings, future, loop))
-        return await future
+        return future
 
     def _work(self) -> None:
         waiting: Optional[_Job] = None
@@ -107,10 +122,11 @@ class Batcher:
             jobs, count = [first], len(first.texts)
             deadline = time.monotonic() + self.limits.max_wait
             while not self.generates and count < self.limits.max_batch:
-                remaining = deadline - time.monotonic()
                 try:
-                    job = self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
+                    job = self.queue.get(timeout=POLL) if self._company_coming(deadline) else self.queue.get_nowait()
                 except queue.Empty:
+                    if self._company_coming(deadline):
+                        continue
                     break
                 if job is None:
                     stopping = True
@@ -121,6 +137,10 @@ class Batcher:
                 jobs.append(job)
                 count += len(job.texts)
             self._answer(jobs)
+
+    def _company_coming(self, deadline: float) -> bool:
+        """Whether the batch should wait: requests are still being read, and there is time."""
+        return self.arriving > 0 and time.monotonic() < deadline
 
     def _answer(self, jobs: list[_Job]) -> None:
         texts = [text for job in jobs for text in job.texts]
@@ -281,13 +301,15 @@ def build_app(model: Pretrained, checkpoint: str, limits: Limits = Limits()) -> 
 
     async def predict(request: Request) -> Response:
         try:
-            payload = _parse(await _read_body(request, limits.max_body))
-            if batcher.generates:
-                given, settings = _generation(payload, model, limits)
-                single, texts = True, [given]
-            else:
-                (single, texts), settings = _texts(payload, limits), {}
-            answers = await batcher.submit(texts, settings) if texts else []
+            with batcher.reading():
+                payload = _parse(await _read_body(request, limits.max_body))
+                if batcher.generates:
+                    given, settings = _generation(payload, model, limits)
+                    single, texts = True, [given]
+                else:
+                    (single, texts), settings = _texts(payload, limits), {}
+                answered = batcher.submit(texts, settings) if texts else None
+            answers = await answered if answered else []
         except BadRequest as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
         except (TypeError, ValueError) as error:  # what the API refuses, naming it

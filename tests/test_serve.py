@@ -195,6 +195,17 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(tagger_ser
     assert call(tagger_service.port, "GET", "/info")[1]["service"]["batches"] == tagger_service.batcher.batches
 
 
+def test_a_request_alone_does_not_wait_for_company(tagger_checkpoint):
+    """A batch waits only while other requests are being read: with a 30 s ``max_wait``,
+    one request at a time is still answered at once (the bound is 10 s, far from both)."""
+    with running(tagger_checkpoint, Limits(max_wait=30.0)) as service:
+        for text in tweets(3):
+            started = time.monotonic()
+            status, answer, _ = call(service.port, "POST", "/predict", {"text": text})
+            assert status == 200 and answer["text"] == text and time.monotonic() - started < 10
+        assert service.batcher.batches == 3 and service.batcher.arriving == 0
+
+
 def test_classifier_answers_as_the_api(tmp_path):
     texts = ["WIN a FREE cruise, click here", "see you at lunch tomorrow", ""]
     run = train(load_recipe(_write_classifier_data(tmp_path), ["train.max_steps=3"]), quiet=True).run_dir
