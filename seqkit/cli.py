@@ -87,6 +87,10 @@ _encoding_option = click.option("--encoding", default="utf-8", show_default=True
                                 help="The input's text encoding: a Python codec name such as latin-1, cp1252 or utf-16.")  # fmt: skip
 
 
+_runtime_option = click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+                               help="onnx: CHECKPOINT is a directory that seqkit export --format onnx wrote, run with ONNX Runtime on the CPU.")  # fmt: skip
+
+
 def _threads_option(command):
     return click.option("--threads", type=click.IntRange(1, 1024),
                         help="CPU threads to compute with [default: the cores other processes leave free; OMP_NUM_THREADS if set].")(command)  # fmt: skip
@@ -242,8 +246,7 @@ def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Option
                    "a regression model its value(s) and text; jsonl: one JSON object per input; conll (taggers): a token and its tag a line.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 10_000), help="Inputs per batch.")
 @click.option("--beam", type=click.IntRange(1, 100), help="seq2seq: beam search of this width instead of greedy decoding.")
-@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-              help="onnx: CHECKPOINT is a directory that seqkit export --format onnx wrote, run with ONNX Runtime on the CPU.")
+@_runtime_option
 @_encoding_option
 @_threads_option
 def predict(checkpoint: str, input_path: str, output_format: str, batch_size: int, beam: Optional[int], runtime: str, encoding: str,
@@ -585,9 +588,10 @@ def export_embeddings(checkpoint: str, output: Path, overwrite: bool) -> None:
 @click.option("--max-body", default=1_000_000, show_default=True, type=click.IntRange(1, 2**31), help="Request bodies over this many bytes get 413.")
 @click.option("--max-text", default=10_000, show_default=True, type=click.IntRange(1, 10_000_000), help="Characters per text (or prompt) at most.")
 @click.option("--max-texts", default=64, show_default=True, type=click.IntRange(1, 100_000), help='Texts per request ("texts") at most.')
+@_runtime_option
 @_threads_option
 def serve(checkpoint: str, host: str, port: int, max_batch: int, max_wait_ms: float, max_body: int, max_text: int, max_texts: int,
-          threads: Optional[int]) -> None:  # fmt: skip
+          runtime: str, threads: Optional[int]) -> None:  # fmt: skip
     """Serve CHECKPOINT over HTTP: POST /predict with {"text": ...} or {"texts": [...]}
     answers what predict --format jsonl prints per text (a language model or generator:
     the generated text); GET / is a page to try it, GET /health and GET /info describe
@@ -602,7 +606,7 @@ def serve(checkpoint: str, host: str, port: int, max_batch: int, max_wait_ms: fl
     from .serve import Limits, run_server
 
     _use_threads(threads)
-    run_server(load(checkpoint), checkpoint, host, port, Limits(max_batch, max_wait_ms / 1000, max_body, max_text, max_texts),
+    run_server(load(checkpoint, runtime=runtime), checkpoint, host, port, Limits(max_batch, max_wait_ms / 1000, max_body, max_text, max_texts),
                report=lambda message: click.echo(message, err=True))  # fmt: skip
 
 

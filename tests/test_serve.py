@@ -36,9 +36,9 @@ LIMITS = Limits(max_batch=64, max_wait=0.05, max_body=4_000, max_text=300, max_t
 
 
 @contextmanager
-def running(path, limits: Limits = LIMITS):
+def running(path, limits: Limits = LIMITS, runtime: str = "torch"):
     """The service of the checkpoint at ``path`` on a free port, in a thread."""
-    model = seqkit.load(path)
+    model = seqkit.load(path, runtime=runtime)
     app = build_app(model, str(path), limits)
     sock = listen("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
@@ -204,6 +204,21 @@ def test_a_request_alone_does_not_wait_for_company(tagger_checkpoint):
             status, answer, _ = call(service.port, "POST", "/predict", {"text": text})
             assert status == 200 and answer["text"] == text and time.monotonic() - started < 10
         assert service.batcher.batches == 3 and service.batcher.arriving == 0
+
+
+def test_an_onnx_export_serves_the_same_answers(tagger_checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from seqkit.onnx_export import export_onnx
+
+    exported, _ = export_onnx(tagger_checkpoint, tmp_path / "onnx")
+    texts = tweets(4)
+    expected = [doc.to_json() for doc in seqkit.load(tagger_checkpoint).tag(texts)]
+    with running(exported, runtime="onnx") as service:
+        status, answers, _ = call(service.port, "POST", "/predict", {"texts": texts})
+        assert status == 200 and close(answers, expected)
+        assert call(service.port, "GET", "/info")[1]["task"] == "tagging"
+    help_text = CliRunner().invoke(main, ["serve", "--help"]).output
+    assert "--runtime [torch|onnx]" in help_text
 
 
 def test_classifier_answers_as_the_api(tmp_path):
