@@ -2,13 +2,15 @@
 Python API batched on the same texts in the same run.
 
     python benchmarks/serve_load.py [CHECKPOINT] [--clients 16] [--seconds 30] [--max-batch 32] [--max-wait-ms 5]
+    python benchmarks/serve_load.py CHECKPOINT --runtime torch,onnx --clients 1,2,4,8,16,32 --seconds 10 --plot latency.svg
 
 CHECKPOINT is a tagger (e.g. runs/ner/best after ``seqkit train recipes/ner.yaml``); without
 one a tiny tagger is trained first (40 WNUT-16 tweets, seconds). The server runs as
 ``seqkit serve`` in a subprocess on 127.0.0.1; ``--clients`` threads each keep one
 connection and POST ``{"text": tweet}`` (the WNUT-16 dev tweets as raw strings, in turn)
 until ``--seconds`` have passed, each waiting for its answer before the next: a bounded
-load. Reported: requests/s, median and p99 latency, errors, and the model calls the
+load; a list of client counts runs each in turn against the same server, and ``--plot``
+draws latency against them, a line per runtime. Reported: requests/s, median and p99 latency, errors, and the model calls the
 server made (``GET /info``: texts per batch). Then, with the server stopped, the same
 number of the same texts through ``Tagger.tag(texts, batch_size=--max-batch)`` in this
 process: the API's texts/s, the ceiling that the service's requests/s is a ratio of. The
@@ -52,9 +54,9 @@ def tiny_tagger(directory: Path) -> Path:
     return train(load_recipe(directory / "tagger.yaml", ["train.epochs=4", "train.eval_every=null"]), quiet=True).run_dir / "best"
 
 
-def start_server(checkpoint: Path, max_batch: int, max_wait_ms: float, threads: int) -> tuple[subprocess.Popen, int]:
-    command = [sys.executable, "-m", "seqkit", "serve", str(checkpoint), "--port", "0", "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
-               "--threads", str(threads)]  # fmt: skip
+def start_server(checkpoint: Path, runtime: str, max_batch: int, max_wait_ms: float, threads: int) -> tuple[subprocess.Popen, int]:
+    command = [sys.executable, "-m", "seqkit", "serve", str(checkpoint), "--port", "0", "--runtime", runtime, "--max-batch", str(max_batch),
+               "--max-wait-ms", str(max_wait_ms), "--threads", str(threads)]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     for line in process.stderr:
         found = re.search(r"on http://127\.0\.0\.1:(\d+) ", line)
@@ -91,68 +93,146 @@ def info(port: int) -> dict:
     return json.loads(connection.getresponse().read())
 
 
+def load(port: int, texts: list[str], clients: int, seconds: float) -> dict:
+    """``clients`` bounded clients for ``seconds`` against the running server: its figures."""
+    client(port, texts, 0, time.perf_counter() + 1.0, [], [])  # the first calls (allocations, caches) are not the load
+    before = info(port)["service"]
+    latencies: list[float] = []
+    errors: list[str] = []
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(port, texts, index * 17, started + seconds, latencies, errors)) for index in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    after = info(port)["service"]
+    ordered = sorted(latencies)
+    batches = after["batches"] - before["batches"]
+    return {"clients": clients, "requests": len(ordered), "rate": len(ordered) / elapsed, "median_ms": statistics.median(ordered) * 1000,
+            "p99_ms": ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))] * 1000, "errors": errors,
+            "texts_per_call": (after["texts"] - before["texts"]) / max(batches, 1)}  # fmt: skip
+
+
+def serve_and_load(checkpoint: Path, runtime: str, args: argparse.Namespace, texts: list[str]) -> list[dict]:
+    """One server for ``runtime``, each client count of ``--clients`` in turn against it."""
+    process, port = start_server(checkpoint, runtime, args.max_batch, args.max_wait_ms, args.threads)
+    results = []
+    try:
+        for clients in args.clients:
+            found = load(port, texts, clients, args.seconds)
+            results.append({"runtime": runtime, **found})
+            print(f"{runtime:>5} {clients:>4} clients: {found['requests']:>6,} requests, {found['rate']:7,.1f} requests/s; latency median "
+                  f"{found['median_ms']:6.1f} ms, p99 {found['p99_ms']:6.1f} ms; errors {len(found['errors'])}; {found['texts_per_call']:.1f} texts per model call")  # fmt: skip
+            for error in found["errors"][:3]:
+                print(f"  error: {error}")
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(30)
+    if code != 130:
+        print(f"  the {runtime} server exited with {code} (Ctrl-C gives 130)")
+    return results
+
+
+def api_rate(checkpoint: Path, runtime: str, texts: list[str], count: int, batch_size: int) -> float:
+    """Texts/s of ``tag(texts, batch_size)`` in this process: the ceiling of the service's requests/s."""
+    import seqkit
+
+    tagger = seqkit.load(checkpoint, runtime=runtime)
+    sample = [texts[index % len(texts)] for index in range(count)]
+    tagger.tag(sample[:batch_size], batch_size=batch_size)  # warm
+    started = time.perf_counter()
+    tagger.tag(sample, batch_size=batch_size)
+    return len(sample) / (time.perf_counter() - started)
+
+
+def plot(results: list[dict], path: Path, title: str) -> None:
+    """An SVG of median and p99 latency against concurrent clients (log-2 axes), a line per
+    runtime and statistic; small and dependency-free, for the README."""
+    import math
+
+    width, height, left, bottom, top, right = 640, 360, 60, 50, 30, 150
+    clients = sorted({result["clients"] for result in results})
+    y_low = math.floor(math.log2(max(min(result["median_ms"] for result in results), 0.1)))
+    y_high = max(math.ceil(math.log2(max(result["p99_ms"] for result in results))), y_low + 1)
+    x_max = math.log2(max(clients)) or 1.0
+
+    def x(value: float) -> float:
+        return left + (width - left - right) * math.log2(value) / x_max
+
+    def y(value: float) -> float:
+        return height - bottom - (height - bottom - top) * (math.log2(max(value, 2.0**y_low)) - y_low) / (y_high - y_low)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             f'<rect width="{width}" height="{height}" fill="white"/><text x="{left}" y="18">{title}</text>',
+             f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="black"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="black"/>',
+             f'<text x="{(left + width - right) / 2}" y="{height - 12}" text-anchor="middle">concurrent clients</text>',
+             f'<text x="14" y="{(top + height - bottom) / 2}" transform="rotate(-90 14 {(top + height - bottom) / 2})" text-anchor="middle">latency, ms</text>']  # fmt: skip
+    parts += [f'<text x="{x(value)}" y="{height - bottom + 16}" text-anchor="middle">{value}</text>' for value in clients]
+    ticks = [2.0**power for power in range(y_low, y_high + 1)]
+    parts += [f'<text x="{left - 6}" y="{y(value) + 4}" text-anchor="end">{value:g}</text>' for value in ticks]
+    colours = {"torch": "#1f77b4", "onnx": "#d62728"}
+    for row, (runtime, key) in enumerate((runtime, key) for runtime in colours for key in ("median_ms", "p99_ms")):
+        line = sorted((result["clients"], result[key]) for result in results if result["runtime"] == runtime)
+        if not line:
+            continue
+        dash = "" if key == "median_ms" else ' stroke-dasharray="5,4"'
+        points = " ".join(f"{x(c):.1f},{y(v):.1f}" for c, v in line)
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{colours[runtime]}" stroke-width="2"{dash}/>')
+        parts.append(f'<line x1="{width - right + 12}" y1="{top + 14 + row * 18}" x2="{width - right + 36}" y2="{top + 14 + row * 18}" stroke="{colours[runtime]}" stroke-width="2"{dash}/>')
+        parts.append(f'<text x="{width - right + 42}" y="{top + 18 + row * 18}">{runtime} {key.split("_")[0]}</text>')
+    path.write_text("\n".join(parts + ["</svg>"]) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", nargs="?", help="a tagger checkpoint (default: train a tiny one)")
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--clients", default="16", help="concurrent clients, or a comma-separated list to sweep (1,2,4,8,16,32)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="of load per client count")
+    parser.add_argument("--runtime", default="torch", help="torch, onnx or torch,onnx (onnx: the checkpoint is exported to a temporary directory first)")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server and of the API run (default 1: on a shared machine more threads spin against other jobs)")
+    parser.add_argument("--plot", type=Path, help="write an SVG of latency against clients here")
     args = parser.parse_args()
-    if not 1 <= args.clients <= 1024 or not 0 < args.seconds <= 3600:
-        raise SystemExit("--clients: 1 to 1024; --seconds: above 0, at most 3600")
+    try:
+        args.clients = [int(value) for value in args.clients.split(",")]
+    except ValueError:
+        raise SystemExit(f"--clients: {args.clients!r} is not a number or a comma-separated list of numbers") from None
+    runtimes = args.runtime.split(",")
+    if not all(1 <= clients <= 1024 for clients in args.clients) or not 0 < args.seconds <= 3600 or not set(runtimes) <= {"torch", "onnx"}:
+        raise SystemExit("--clients: 1 to 1024 each; --seconds: above 0, at most 3600; --runtime: torch, onnx or torch,onnx")
 
-    import seqkit
     from seqkit.data import read_conll
     from seqkit.runtime import describe_cpu
 
     scratch = tempfile.TemporaryDirectory()
     checkpoint = Path(args.checkpoint).resolve() if args.checkpoint else tiny_tagger(Path(scratch.name))
-    texts = [" ".join(words) for words in read_conll(ROOT / "data" / "wnut16" / "dev.conll")["tokens"]]
-    print(f"{describe_cpu()}; load average {', '.join(f'{value:.2f}' for value in os.getloadavg())} before the run")
-    print(f"checkpoint {checkpoint}{'' if args.checkpoint else ' (tiny, trained here)'}; {args.clients} clients x {args.seconds:g} s, "
-          f"--max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms:g} --threads {args.threads}; {len(texts)} WNUT-16 dev tweets in turn")  # fmt: skip
+    sources = {"torch": checkpoint}
+    if "onnx" in runtimes:
+        from seqkit.onnx_export import export_onnx
 
-    process, port = start_server(checkpoint, args.max_batch, args.max_wait_ms, args.threads)
-    try:
-        warm: list[float] = []
-        client(port, texts, 0, time.perf_counter() + 1.0, warm, [])  # the first calls (allocations, caches) are not the load
-        before = info(port)["service"]
-        latencies: list[float] = []
-        errors: list[str] = []
-        started = time.perf_counter()
-        deadline = started + args.seconds
-        threads = [threading.Thread(target=client, args=(port, texts, index * 17, deadline, latencies, errors)) for index in range(args.clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - started
-        after = info(port)["service"]
-    finally:
-        process.send_signal(signal.SIGINT)
-        code = process.wait(30)
-    batches, answered = after["batches"] - before["batches"], after["texts"] - before["texts"]
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
-    rate = len(latencies) / elapsed
-    print(f"service: {len(latencies):,} requests in {elapsed:.1f} s = {rate:,.1f} requests/s; latency median {statistics.median(ordered) * 1000:.1f} ms, "
-          f"p99 {p99 * 1000:.1f} ms; errors {len(errors)}; {batches:,} model calls, {answered / max(batches, 1):.1f} texts each; server exit {code}")  # fmt: skip
-    for error in errors[:5]:
-        print(f"  error: {error}")
+        sources["onnx"] = export_onnx(checkpoint, Path(scratch.name) / "onnx")[0]
+    texts = [" ".join(words) for words in read_conll(ROOT / "data" / "wnut16" / "dev.conll")["tokens"]]
+    cpu = describe_cpu()
+    print(f"{cpu}; load average {', '.join(f'{value:.2f}' for value in os.getloadavg())} before the run")
+    print(f"checkpoint {checkpoint}{'' if args.checkpoint else ' (tiny, trained here)'}; {','.join(map(str, args.clients))} clients x {args.seconds:g} s, "
+          f"--max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms:g} --threads {args.threads}; {len(texts)} WNUT-16 dev tweets in turn")  # fmt: skip
+    results = [result for runtime in runtimes for result in serve_and_load(sources[runtime], runtime, args, texts)]
 
     import torch
 
     torch.set_num_threads(args.threads)
-    tagger = seqkit.load(checkpoint)
-    sample = [texts[index % len(texts)] for index in range(len(latencies))]
-    tagger.tag(sample[: args.max_batch], batch_size=args.max_batch)  # warm
-    started = time.perf_counter()
-    tagger.tag(sample, batch_size=args.max_batch)
-    api = len(sample) / (time.perf_counter() - started)
-    print(f"API: Tagger.tag of the same {len(sample):,} texts, batch_size {args.max_batch}, in this process: {api:,.1f} texts/s; "
-          f"the service gives {rate / api:.2f}x of it")  # fmt: skip
+    for runtime in runtimes:
+        served = max(result["rate"] for result in results if result["runtime"] == runtime)
+        count = max(result["requests"] for result in results if result["runtime"] == runtime)
+        ceiling = api_rate(sources[runtime], runtime, texts, count, args.max_batch)
+        print(f"API ({runtime}): Tagger.tag of {count:,} of the same texts, batch_size {args.max_batch}, in this process: {ceiling:,.1f} texts/s; "
+              f"the service's best gives {served / ceiling:.2f}x of it")  # fmt: skip
+    if args.plot:
+        plot(results, args.plot, f"seqkit serve, WNUT-16 tagger, {cpu.split(';')[0]}")
+        print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":
