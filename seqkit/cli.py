@@ -526,7 +526,8 @@ def _info_lines(checkpoint: str, model: Any) -> list[str]:
                    "config.yaml, tokenizer.json and labels.json, for ONNX Runtime (taggers, classifiers, regression and language models); "
                    "hub: OUTPUT is a directory of the checkpoint's files and a model card README.md, to upload to the Hugging Face Hub.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (else an existing OUTPUT is an error).")
-def export(checkpoint: str, archive: Path, output_format: str, overwrite: bool) -> None:
+@click.option("--repo-id", metavar="USER/NAME", help="hub: the repository the folder goes to, named in its model card (default: USER/<OUTPUT's name>).")
+def export(checkpoint: str, archive: Path, output_format: str, overwrite: bool, repo_id: Optional[str]) -> None:
     """Write CHECKPOINT (a checkpoint or run directory, an archive or a URL) as OUTPUT to
     share or deploy it: everything needed to use the model, not the trainer state.
 
@@ -541,9 +542,11 @@ def export(checkpoint: str, archive: Path, output_format: str, overwrite: bool) 
     if output_format == "hub":
         from .hf_hub import export_hub
 
-        directory = export_hub(checkpoint, archive, overwrite=overwrite, report=report)
-        click.echo(f"wrote {directory}/ (the checkpoint and README.md); upload it with: hf upload USER/{directory.name} {directory}")
+        directory = export_hub(checkpoint, archive, overwrite=overwrite, repo_id=repo_id, report=report)
+        click.echo(f"wrote {directory}/ (the checkpoint and README.md); upload it with: hf upload {repo_id or 'USER/' + directory.name} {directory}")
         return
+    if repo_id is not None:
+        raise click.UsageError("--repo-id names a Hub repository: it goes with --format hub")
     if output_format == "onnx":
         from .onnx_export import export_onnx
 

@@ -122,7 +122,7 @@ def fetch(source: str) -> Path:
     return directory
 
 
-def export_hub(checkpoint: str | Path, directory: str | Path, *, overwrite: bool = False,
+def export_hub(checkpoint: str | Path, directory: str | Path, *, overwrite: bool = False, repo_id: Optional[str] = None,
                report: Optional[Callable[[str], None]] = None) -> Path:  # fmt: skip
     """Write ``checkpoint`` (anything ``hub.resolve`` takes) as a folder ready to upload to a
     Hub model repository: its files (not ``trainer_state.pt``) and a model card. It is
@@ -131,16 +131,21 @@ def export_hub(checkpoint: str | Path, directory: str | Path, *, overwrite: bool
 
     Args:
         overwrite: replace ``directory`` if it holds such a folder (nothing else is ever replaced).
+        repo_id: the repository it goes to (``user/name``), named in the card's examples
+            (None: ``USER/<directory name>``, for the reader to replace).
         report: told, in a line, which checkpoint of a run directory is exported.
 
     Raises:
-        SeqkitError: ``directory`` exists (without ``overwrite``) or holds anything else.
+        SeqkitError: ``directory`` exists (without ``overwrite``) or holds anything else;
+            ``repo_id`` is not ``user/name``.
         CheckpointError: ``checkpoint`` does not load.
     """
     from .hub import _loaded, resolve
     from .onnx_export import check_export_target
 
     directory = Path(directory)
+    if repo_id is not None and (not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or "/" not in repo_id):
+        raise SeqkitError(f"--repo-id {repo_id!r}: write the Hub repository as USER/NAME (letters, digits, '-', '_', '.')")
     check_export_target(directory, overwrite, files=EXPORT_FILES, marker=CARD, kind="a Hub folder")
     source = resolve(checkpoint, report=report)
     loaded = _loaded(source, checkpoint, "cpu")
@@ -151,7 +156,7 @@ def export_hub(checkpoint: str | Path, directory: str | Path, *, overwrite: bool
         for name in FILES:
             if (source / name).is_file():
                 shutil.copyfile(source / name, temporary / name)
-        (temporary / CARD).write_text(model_card(loaded.recipe, loaded.info, directory.name or "model"), encoding="utf-8")
+        (temporary / CARD).write_text(model_card(loaded.recipe, loaded.info, directory.name or "model", repo_id), encoding="utf-8")
         _swap_in(temporary, directory)
     except OSError as error:
         raise SeqkitError(f"{directory}: cannot write the Hub folder ({error.strerror or error}); nothing was written there") from None
@@ -185,19 +190,20 @@ def card_metadata(recipe: Any, info: dict[str, Any], name: str) -> dict[str, Any
     return metadata
 
 
-def model_card(recipe: Any, info: dict[str, Any], name: str) -> str:
+def model_card(recipe: Any, info: dict[str, Any], name: str, repo_id: Optional[str] = None) -> str:
     """The ``README.md`` of a Hub folder: front matter, what the model is, how to load it, its
     metrics and its recipe."""
     metadata = card_metadata(recipe, info, name)
     m = recipe.model
     shape = f"{m.encoder.upper()}, {m.num_layers} layer(s) x {m.hidden_size}{' bidirectional' if m.bidirectional else ''}{', CRF' if m.crf else ''}"
-    reference = f"hf://USER/{name}"
+    reference = f"hf://{repo_id or 'USER/' + name}"
+    upload = f"`hf upload {repo_id} .`" if repo_id else f"`hf upload USER/{name} .` (USER/{name}: your repository)"
     lines = ["---", yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
              f"# {name}", "", f"A seqkit {recipe.task.replace('_', ' ')} model ({shape}), "
              f"trained {info.get('step', '?')} steps ({info.get('epoch', '?')} epochs) with seqkit {info.get('seqkit_version', '?')}.", "",
              "## Use", "", "```python", "import seqkit", "", f'model = seqkit.load("{reference}")  # or "{reference}@REVISION" for a branch, tag or commit',
              "```", "", f"or `seqkit predict {reference} INPUT`, `seqkit info {reference}`. Upload this folder with",
-             f"`hf upload USER/{name} .` (USER/{name}: your repository).", ""]  # fmt: skip
+             f"{upload}.", ""]  # fmt: skip
     rows = [(result["dataset"]["split"], metric["type"], metric["value"]) for result in metadata.get("model-index", [{}])[0].get("results", []) for metric in result["metrics"]]
     if rows:
         lines += ["## Metrics", "", "As measured during training and stored in the checkpoint's config.yaml.", "", "| split | metric | value |", "|---|---|---|"]

@@ -174,6 +174,20 @@ def test_export_hub_writes_the_checkpoint_files_and_a_model_card(hub_folder, qui
     assert onto.exit_code == 2 and "holds a checkpoint, not a Hub folder" in onto.stderr
 
 
+def test_repo_id_names_the_repository_in_the_card(quick_classifier, tmp_path):
+    folder = tmp_path / "spam-card"
+    result = CliRunner().invoke(main, ["export", str(quick_classifier.run_dir / "best"), str(folder), "--format", "hub", "--repo-id", "alice/spam-lstm"])
+    assert result.exit_code == 0 and "hf upload alice/spam-lstm " in result.stdout
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert 'seqkit.load("hf://alice/spam-lstm")' in card and "`hf upload alice/spam-lstm .`" in card and "USER" not in card
+    for bad in ("alice", "alice/../x", "alice/spam lstm"):
+        refused = CliRunner().invoke(main, ["export", str(quick_classifier.run_dir / "best"), str(tmp_path / "other"), "--format", "hub", "--repo-id", bad])
+        assert refused.exit_code != 0 and "--repo-id" in refused.stderr and "USER/NAME" in refused.stderr and "Traceback" not in refused.output
+    wrong = CliRunner().invoke(main, ["export", str(quick_classifier.run_dir / "best"), str(tmp_path / "x.tar.gz"), "--repo-id", "alice/spam"])
+    assert wrong.exit_code == 2 and "goes with --format hub" in wrong.stderr and not (tmp_path / "x.tar.gz").exists()
+    assert not (tmp_path / "other").exists()
+
+
 def test_hf_loads_predict_as_the_local_checkpoint_and_the_cache_serves_offline(fake_hub, hub_folder, quick_classifier, tmp_path, monkeypatch):
     fake_hub.publish("user/spam-lstm", hub_folder)
     local = seqkit.load(quick_classifier.run_dir / "last")
