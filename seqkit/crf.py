@@ -140,7 +140,7 @@ class CRF(nn.Module):
         alphas, _ = _scaled_forward(scores, lengths, transitions, start, end)
         betas = _scaled_backward(scores, lengths, transitions, end)
         # alpha * beta is proportional to the marginal at each token: normalise over the tags
-        joint = alphas * betas
+        joint = np.nan_to_num(alphas * betas)  # 0 past a row's end
         total = joint.sum(2, keepdims=True)
         marginals = np.divide(joint, total, out=np.zeros_like(joint), where=total > 0)
         marginals[np.arange(scores.shape[1])[None, :] >= lengths[:, None]] = 0.0
@@ -244,14 +244,15 @@ def _lengths(mask: torch.Tensor) -> np.ndarray:
 def _viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> list[list[int]]:
     """Each row's best tag sequence, cut to its length: ``emissions`` (batch, time, tags)."""
     batch, time, _ = emissions.shape
+    shortest = int(lengths.min())
     score = start + emissions[:, 0]  # (batch, tags)
     backpointers = []
     for step in range(1, time):
         candidates = score[:, :, None] + transitions  # (batch, from, to)
-        best_from = candidates.argmax(1)  # the first of equal scores, as torch's max
-        best = np.take_along_axis(candidates, best_from[:, None, :], 1)[:, 0]
-        backpointers.append(best_from)
-        score = np.where((step < lengths)[:, None], best + emissions[:, step], score)
+        backpointers.append(candidates.argmax(1))  # the first of equal scores, as torch's max
+        best = candidates.max(1) + emissions[:, step]
+        # past a row's end its score stays put (only batches of mixed lengths have such rows)
+        score = best if step < shortest else np.where((step < lengths)[:, None], best, score)
     # follow the backpointers from each row's best last tag, all rows at once
     rows = np.arange(batch)
     current = (score + end).argmax(1)  # (batch,) the tag at each row's last position
@@ -259,6 +260,9 @@ def _viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray
     path[rows, lengths - 1] = current
     for step in range(time - 2, -1, -1):
         previous = backpointers[step][rows, current]
+        if step < shortest - 1:  # every row goes on past `step`
+            current = path[:, step] = previous
+            continue
         inside = step < lengths - 1  # rows whose sequence goes on past `step`
         current = np.where(inside, previous, current)
         path[:, step] = np.where(inside, previous, path[:, step])
@@ -281,28 +285,25 @@ def _scaled_forward(scores: np.ndarray, lengths: np.ndarray, transitions: np.nda
             tags (0 past a row's end, and where no sequence gets there).
         log_z: (batch,) the log of the summed exp-scores of every sequence (-inf: none).
     """
-    batch, time, num_tags = scores.shape
-    factors, shifts = _exp_scaled(scores)
-    alpha_start, start_shift = _exp_scaled((start + scores[:, 0])[:, None, :])
+    batch, time, _ = scores.shape
+    factors, shifts = _exp_scaled(np.concatenate([(start + scores[:, 0])[:, None], scores[:, 1:]], axis=1))
     step_transitions = np.exp(transitions)  # (from, to); 0 where forbidden
-    alphas = np.zeros((batch, time, num_tags))
-    log_scale = np.zeros((batch, time + 1))  # the log of what each step was divided by
-    alpha = alpha_start[:, 0]
-    log_scale[:, 0] = start_shift[:, 0]
-    for step in range(time):
-        if step:
-            real = step < lengths
-            alpha = np.where(real[:, None], (alpha @ step_transitions) * factors[:, step], alpha)
-            log_scale[:, step] = np.where(real, shifts[:, step], 0.0)
-        total = alpha.sum(1, keepdims=True)
-        alpha = np.divide(alpha, total, out=np.zeros_like(alpha), where=total > 0)
-        with np.errstate(divide="ignore"):  # log 0 = -inf: no sequence survives
-            log_scale[:, step] += np.where(step < lengths, np.log(total[:, 0]), 0.0)
-        alphas[:, step] = alpha
-    final = (alphas[np.arange(batch), lengths - 1] * np.exp(end)).sum(1)
-    with np.errstate(divide="ignore"):
-        log_z = log_scale.sum(1) + np.log(final)
-    alphas[np.arange(time)[None, :] >= lengths[:, None]] = 0.0
+    alphas, totals = np.empty_like(factors), np.empty((batch, time))
+    alpha = factors[:, 0]
+    with np.errstate(invalid="ignore", divide="ignore"):  # a row no sequence survives turns to nan: set to -inf below
+        for step in range(time):
+            if step:  # past a row's end the values are unused: no masking inside the loop
+                alpha = (alpha @ step_transitions) * factors[:, step]
+            total = alpha.sum(1, keepdims=True)
+            alpha = alpha / total
+            alphas[:, step], totals[:, step] = alpha, total[:, 0]
+        real = np.arange(time)[None, :] < lengths[:, None]
+        rows = np.arange(batch)
+        final = (alphas[rows, lengths - 1] * np.exp(end)).sum(1)
+        log_z = np.where(real, shifts + np.log(totals), 0.0).sum(1) + np.log(final)
+    dead = ((totals == 0) & real).any(1) | (final == 0)
+    log_z[dead] = -np.inf
+    alphas[~real | dead[:, None]] = 0.0
     return alphas, log_z
 
 
@@ -312,16 +313,18 @@ def _scaled_backward(scores: np.ndarray, lengths: np.ndarray, transitions: np.nd
     last token); meaningless past a row's end."""
     batch, time, num_tags = scores.shape
     factors, _ = _exp_scaled(scores)
-    step_transitions, end_factor = np.exp(transitions), np.exp(end)
+    step_transitions, end_factor = np.exp(transitions).T, np.exp(end)
+    shortest = int(lengths.min())
     betas = np.empty((batch, time, num_tags))
     beta = np.broadcast_to(end_factor, (batch, num_tags))
     betas[:, time - 1] = beta
-    for step in range(time - 2, -1, -1):
-        following = (factors[:, step + 1] * beta) @ step_transitions.T  # sum out `to`
-        total = following.sum(1, keepdims=True)
-        following = np.divide(following, total, out=np.zeros_like(following), where=total > 0)
-        beta = np.where((step + 1 < lengths)[:, None], following, end_factor)
-        betas[:, step] = beta
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 only where the caller reads 0 anyway
+        for step in range(time - 2, -1, -1):
+            following = (factors[:, step + 1] * beta) @ step_transitions  # sum out `to`
+            following = following / following.sum(1, keepdims=True)
+            # a row's last token takes its end score (only batches of mixed lengths have one here)
+            beta = following if step + 1 < shortest else np.where((step + 1 < lengths)[:, None], following, end_factor)
+            betas[:, step] = beta
     return betas
 
 
