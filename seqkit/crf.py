@@ -68,7 +68,7 @@ class CRF(nn.Module):
         self.register_buffer("transition_penalty", penalty(allowed, (num_tags, num_tags)), persistent=False)
         self.register_buffer("start_penalty", penalty(can_start, (num_tags,)), persistent=False)
         self.register_buffer("end_penalty", penalty(can_end, (num_tags,)), persistent=False)
-        self._array_cache: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._array_cache: dict = {}  # _arrays: NumPy copies of the potentials, per parameter version
 
     def forward(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood of ``tags``, averaged over the batch.
@@ -215,15 +215,14 @@ class CRF(nn.Module):
         """``_potentials`` as NumPy arrays of ``dtype``, kept until a parameter changes (an
         optimizer step or ``load_state_dict`` bumps its version)."""
         parameters = (self.transitions, self.start_transitions, self.end_transitions)
-        key = (constrained, dtype, *(parameter._version for parameter in parameters), *(parameter.data_ptr() for parameter in parameters))
-        cached = self._array_cache.get(key)
-        if cached is None:
-            with torch.no_grad():
-                # the sums in float32, as ``_potentials`` computes them, then cast
-                cached = tuple(part.detach().float().cpu().numpy().astype(dtype) for part in self._potentials(constrained))
-            self._array_cache.clear()  # at most one version of the parameters is current
-            self._array_cache[key] = cached
-        return cached
+        version = tuple((parameter._version, parameter.data_ptr()) for parameter in parameters)
+        if self._array_cache.get("version") != version:  # only the current parameters' arrays are kept
+            self._array_cache = {"version": version}
+        key = (constrained, dtype)
+        if key not in self._array_cache:
+            with torch.no_grad():  # the sums in float32, as ``_potentials`` computes them, then cast
+                self._array_cache[key] = tuple(part.detach().float().cpu().numpy().astype(dtype) for part in self._potentials(constrained))
+        return self._array_cache[key]
 
 
 _TORCH_DTYPES = {np.float32: torch.float32, np.float64: torch.float64, bool: torch.bool}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from typing import Any, NamedTuple, Optional, Sequence
 
@@ -226,21 +227,27 @@ def score_tags(
     """
     results = [ScoredTags([], [], [], []) for _ in sentences]
     index = {tag: position for position, tag in enumerate(labels.labels)}
-    read_as = _per_token_reading(labels, index)
+    read_as = _per_token_reading(labels)
     for indices, emissions, mask in _emission_batches(model, tokenizer, sentences, batch_size, precision):
         for sentence, scored in zip(indices, _score_batch(model.head, labels, index, read_as, emissions, mask, n_best)):
             results[sentence] = scored
     return results
 
 
-def _per_token_reading(labels: LabelSet, index: dict[str, int]) -> Optional[torch.Tensor]:
+def _per_token_reading(labels: LabelSet) -> Optional[torch.Tensor]:
     """For each model tag, the position of the data tag it reads as token by token (BIOES ->
     BIO, or the same scheme); None where no per-token reading exists (a BIO model returning
     BIOES tags: B-X vs S-X depends on the next token)."""
-    model_scheme, data_scheme = labels.scheme, labels.data_scheme
+    return _reading(tuple(labels.labels), labels.scheme, labels.data_scheme)
+
+
+@functools.lru_cache(maxsize=16)
+def _reading(tags: tuple[str, ...], model_scheme: str, data_scheme: str) -> Optional[torch.Tensor]:
+    # once per tag set, not once per call of score_tags (a call per sentence, in a service)
     if not (model_scheme == data_scheme or "none" in (model_scheme, data_scheme) or data_scheme == "bio"):
         return None
-    return torch.tensor([index[convert([tag], model_scheme, data_scheme)[0]] for tag in labels.labels])
+    index = {tag: position for position, tag in enumerate(tags)}
+    return torch.tensor([index[convert([tag], model_scheme, data_scheme)[0]] for tag in tags])
 
 
 def _score_batch(
