@@ -147,8 +147,8 @@ def child(arguments: argparse.Namespace) -> None:
 
 
 def run_child(python: str, runtime: str, arguments: argparse.Namespace) -> dict:
-    command = [python, __file__, "--child", runtime, "--threads", str(arguments.threads), "--sentences", str(arguments.sentences),
-               "--checkpoint", arguments.checkpoint, "--onnx", arguments.onnx or ""] + (["--quick"] if arguments.quick else [])  # fmt: skip
+    command = [python, __file__, "--child", runtime, "--threads", str(arguments.threads), "--checkpoint", arguments.checkpoint,
+               "--onnx", arguments.onnx or ""] + (["--quick", "--sentences", str(arguments.sentences)] if arguments.quick else [])  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"{runtime}: the child process failed:\n{done.stderr[-3000:]}")
@@ -156,17 +156,18 @@ def run_child(python: str, runtime: str, arguments: argparse.Namespace) -> dict:
 
 
 def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return "unknown CPU"
+    """``seqkit.runtime.describe_cpu`` (the model name, vector unit and bf16), as every benchmark prints it."""
+    sys.path.insert(0, str(ROOT))
+    from seqkit.runtime import describe_cpu
+
+    return describe_cpu()
 
 
 def report(results: dict[str, list[dict]], arguments: argparse.Namespace, loads: list[tuple[float, ...]]) -> None:
     median = {runtime: {key: statistics.median(run[key] for run in runs) for key in (*MODES, *TIMES)}
               for runtime, runs in results.items()}  # fmt: skip
     runtimes = list(results)
-    print(f"{cpu_name()}, {os.cpu_count()} cores; {arguments.threads} threads per process; "
+    print(f"{cpu_name()}; {os.cpu_count()} cores, {arguments.threads} threads per process; "
           f"{results[runtimes[0]][0]['sentences']:,} sentences; median of {len(results[runtimes[0]])} rounds")  # fmt: skip
     print(f"load average (1, 5, 15 min) at the start {loads[0][0]:.2f} {loads[0][1]:.2f} {loads[0][2]:.2f}, "
           f"at the end {loads[-1][0]:.2f} {loads[-1][1]:.2f} {loads[-1][2]:.2f}")  # fmt: skip
