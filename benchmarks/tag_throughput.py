@@ -1,75 +1,226 @@
-"""Tagging speed of ``Tagger.tag`` on this CPU.
+"""Tagging speed of ``Tagger.tag`` on this CPU, beside Flair in the same run.
 
-    seqkit train recipes/ner.yaml                       # once: the tagger to measure
-    python benchmarks/tag_throughput.py [--checkpoint runs/ner/best] [--repeats 3]
+    seqkit train recipes/ner.yaml                                # once: the tagger to measure
+    seqkit export runs/ner/best runs/ner-onnx --format onnx      # once: its ONNX export
+    python -m venv flair-venv && flair-venv/bin/pip install torch==2.13.0 flair==0.15.1
+    python benchmarks/tag_throughput.py --checkpoint runs/ner/best --onnx runs/ner-onnx \\
+        --peer-python flair-venv/bin/python [--repeats 5] [--threads 2]
 
-Input: the WNUT-16 dev tweets (239) repeated 21 times (5,019 sentences), as
-pre-tokenized word lists (what Flair's ``SequenceTagger.predict`` was given) and as raw
-strings (seqkit splits them itself, keeping character offsets). Measured: sentences/s
-and tokens/s at batch size 1 and 64 (median of ``--repeats``), and the time to load the
-checkpoint in this process. No peer runs here: a ratio to Flair needs Flair measured in
-the same run on the same sentences (../shared/PEERS.md has such a side-by-side run); a
-figure of another day or machine says nothing about this one.
+Input: the 239 WNUT-16 dev tweets five times over (1,195 sentences, 23,555 words),
+pre-tokenized, the same word lists for every runtime. Three ways of calling, each timed
+over the whole list: ``tag(list, batch_size=32)``; ``tag(list, batch_size=1)``; and one
+sentence per call, as a service calls it (sentences/s, and the median and 99th
+percentile of the calls' latencies). seqkit returns every word's probability and every
+entity's (``scores=True``, the default); Flair its labels with their scores.
+
+Each runtime runs in a child process of its own -- seqkit on PyTorch, seqkit on ONNX
+Runtime, Flair (``--peer-python``: a Python with ``flair`` installed; seqkit does not
+depend on it) -- one after another, in a rotated order each round, ``--repeats`` rounds;
+each figure is the median over the rounds, and the ratios are seqkit's over Flair's. Every
+child computes with ``--threads`` threads. The Flair model is ``../shared/PEERS.md``'s: a
+``SequenceTagger`` with a BiLSTM of 256 per direction and a CRF over one-hot word
+embeddings (300-d, the training words seen at least 3 times) stacked with character
+embeddings (BiLSTM, 50-d), built in its child from ``data/wnut16/train.conll`` with the
+weights it is initialised with (seed 0): tagging costs the same whatever the weights.
+``--quick`` (48 sentences, one round) checks that the script runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+DEV = ROOT / "data" / "wnut16" / "dev.conll"
+TRAIN = ROOT / "data" / "wnut16" / "train.conll"
+COPIES = 5  # 239 dev tweets x 5 = 1,195 sentences
+MODES = ("batch 32", "batch 1 over the list", "one sentence per call")  # sentences/s
+TIMES = ("median ms", "p99 ms", "import + load s")  # seconds or ms: lower is better
 
-REPEAT = 21
+
+def read_sentences(path: Path) -> list[list[list[str]]]:
+    """Each sentence of a CoNLL file as ``[words, tags]`` (first and last column)."""
+    sentences, words, tags = [], [], []
+    for line in path.read_text(encoding="utf-8").splitlines() + [""]:
+        if line.strip():
+            columns = line.split("\t") if "\t" in line else line.split()
+            words.append(columns[0])
+            tags.append(columns[-1])
+        elif words:
+            sentences.append([words, tags])
+            words, tags = [], []
+    return sentences
+
+
+# --- In a child process: one runtime, every mode -------------------------------------------
+
+
+def time_modes(tag_batch, tag_one, sentences: list[list[str]]) -> dict[str, float]:
+    """Sentences/s of each mode, and the per-call latencies' median and p99 in ms."""
+    tag_batch(sentences[:64], 32)  # warm-up: first calls allocate
+    for words in sentences[:64]:
+        tag_one(words)
+    figures = {}
+    for mode, batch_size in (("batch 32", 32), ("batch 1 over the list", 1)):
+        started = time.perf_counter()
+        tag_batch(sentences, batch_size)
+        figures[mode] = len(sentences) / (time.perf_counter() - started)
+    latencies = []
+    for words in sentences:
+        started = time.perf_counter()
+        tag_one(words)
+        latencies.append(time.perf_counter() - started)
+    latencies.sort()
+    figures["one sentence per call"] = len(sentences) / sum(latencies)
+    figures["median ms"] = 1e3 * statistics.median(latencies)
+    figures["p99 ms"] = 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    return figures
+
+
+def seqkit_child(runtime: str, path: str, sentences: list[list[str]]) -> dict:
+    """seqkit on ``runtime`` (torch or onnx): load time, the modes, and dev F1 (untimed)."""
+    started = time.perf_counter()
+    sys.path.insert(0, str(ROOT))
+    import seqkit
+
+    tagger = seqkit.Tagger.from_pretrained(path, device="cpu", runtime=runtime)
+    load_seconds = time.perf_counter() - started
+    figures = time_modes(lambda batch, size: tagger.tag(batch, batch_size=size), lambda words: tagger.tag([words])[0], sentences)
+    tags = [doc.tags for doc in tagger.tag(sentences[: len(sentences) // COPIES], batch_size=32)]
+    return {**figures, "import + load s": load_seconds, "dev f1": tagger.evaluate(DEV)["f1"], "tags": tags}
+
+
+def flair_child(sentences: list[list[str]]) -> dict:
+    """Flair's ``SequenceTagger`` of PEERS.md, built from the training file: the modes."""
+    started = time.perf_counter()
+    from collections import Counter
+
+    import flair
+    from flair.data import Dictionary, Sentence
+    from flair.embeddings import CharacterEmbeddings, OneHotEmbeddings, StackedEmbeddings
+    from flair.models import SequenceTagger
+
+    import_seconds = time.perf_counter() - started
+    flair.set_seed(0)
+    train = read_sentences(TRAIN)
+    counts = Counter(word for words, _ in train for word in words)
+    vocabulary = Dictionary()
+    for word, count in counts.most_common():
+        if count >= 3:  # OneHotEmbeddings.from_corpus's min_freq
+            vocabulary.add_item(word)
+    types = Dictionary(add_unk=False)
+    for tag in sorted({tag[2:] for _, tags in train for tag in tags if tag != "O"}):
+        types.add_item(tag)
+    types.span_labels = True
+    characters = Dictionary()  # the training words' characters (Flair's default list is a download)
+    for character in sorted({character for word in counts for character in word}):
+        characters.add_item(character)
+    embeddings = StackedEmbeddings([OneHotEmbeddings(vocabulary, embedding_length=300), CharacterEmbeddings(characters)])
+    tagger = SequenceTagger(hidden_size=256, embeddings=embeddings, tag_dictionary=types, tag_type="ner", use_crf=True).eval()
+
+    def tag_batch(batch: list[list[str]], size: int) -> None:
+        tagger.predict([Sentence(words) for words in batch], mini_batch_size=size)
+
+    figures = time_modes(tag_batch, lambda words: tagger.predict(Sentence(words)), sentences)
+    return {**figures, "import + load s": import_seconds, "dev f1": None, "tags": None}
+
+
+def child(arguments: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(arguments.threads)  # before loading: an ONNX session takes torch's count
+    sentences = [words for words, _ in read_sentences(DEV)][: arguments.sentences] * (1 if arguments.quick else COPIES)
+    if arguments.child == "flair":
+        result = flair_child(sentences)
+    else:
+        result = seqkit_child(arguments.child, arguments.onnx if arguments.child == "onnx" else arguments.checkpoint, sentences)
+    print(json.dumps({**result, "threads": torch.get_num_threads(), "sentences": len(sentences)}))
+
+
+# --- The parent: children in turn, medians, ratios ------------------------------------------
+
+
+def run_child(python: str, runtime: str, arguments: argparse.Namespace) -> dict:
+    command = [python, __file__, "--child", runtime, "--threads", str(arguments.threads), "--checkpoint", arguments.checkpoint,
+               "--onnx", arguments.onnx or ""] + (["--quick", "--sentences", str(arguments.sentences)] if arguments.quick else [])  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"{runtime}: the child process failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cpu_name() -> str:
+    """``seqkit.runtime.describe_cpu`` (the model name, vector unit and bf16), as every benchmark prints it."""
+    sys.path.insert(0, str(ROOT))
+    from seqkit.runtime import describe_cpu
+
+    return describe_cpu()
+
+
+def report(results: dict[str, list[dict]], arguments: argparse.Namespace, loads: list[tuple[float, ...]]) -> None:
+    median = {runtime: {key: statistics.median(run[key] for run in runs) for key in (*MODES, *TIMES)}
+              for runtime, runs in results.items()}  # fmt: skip
+    runtimes = list(results)
+    print(f"{cpu_name()}; {os.cpu_count()} cores, {arguments.threads} threads per process; "
+          f"{results[runtimes[0]][0]['sentences']:,} sentences; median of {len(results[runtimes[0]])} rounds")  # fmt: skip
+    print(f"load average (1, 5, 15 min) at the start {loads[0][0]:.2f} {loads[0][1]:.2f} {loads[0][2]:.2f}, "
+          f"at the end {loads[-1][0]:.2f} {loads[-1][1]:.2f} {loads[-1][2]:.2f}")  # fmt: skip
+    print("| mode | " + " | ".join(runtimes) + (" | torch / Flair | onnx / Flair |" if "flair" in results else " |"))
+    print("| --- |" + " ---: |" * (len(runtimes) + (2 if "flair" in results else 0)))
+    for key in (*MODES, *TIMES):
+        cells = [f"{median[runtime][key]:,.1f}" if key in TIMES else f"{median[runtime][key]:,.0f}" for runtime in runtimes]
+        ratios = []
+        if "flair" in results:
+            for runtime in ("torch", "onnx"):
+                if runtime in median:
+                    mine, theirs = median[runtime][key], median["flair"][key]
+                    ratios.append(f"{(theirs / mine if key in TIMES else mine / theirs):.1f}x")  # how many times faster
+                else:
+                    ratios.append("")
+        label = f"{key} (one sentence per call)" if key.endswith(" ms") else key
+        print(f"| {label} | " + " | ".join(cells + ratios) + " |")
+    for runtime in runtimes:
+        if results[runtime][0]["dev f1"] is not None:
+            print(f"{runtime}: dev entity F1 {results[runtime][0]['dev f1']:.4f}")
+    if "torch" in results and "onnx" in results:
+        print(f"torch and onnx give the same tags on the dev tweets: {results['torch'][0]['tags'] == results['onnx'][0]['tags']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="runs/ner/best")
+    parser.add_argument("--onnx", default=None, help="an ONNX export of the checkpoint (seqkit export CKPT DIR --format onnx)")
+    parser.add_argument("--peer-python", default=None, help="a Python with flair installed, to run Flair in the same run")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    args.checkpoint = str(Path(args.checkpoint).resolve())
-    if not (Path(args.checkpoint) / "config.yaml").is_file():
-        raise SystemExit(f"{args.checkpoint}: no tagger checkpoint here; train one first: seqkit train recipes/ner.yaml")
-
-    fresh = subprocess.run(
-        [sys.executable, "-c", f"import time; t = time.perf_counter(); import seqkit; seqkit.Tagger.from_pretrained({args.checkpoint!r}, device='cpu'); print(time.perf_counter() - t)"],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-    )  # fmt: skip
-    import seqkit
-
-    seqkit.Tagger.from_pretrained(args.checkpoint, device="cpu")  # warm the file cache
-    started = time.perf_counter()
-    tagger = seqkit.Tagger.from_pretrained(args.checkpoint, device="cpu")
-    load_seconds = time.perf_counter() - started
-
-    from seqkit.data import read_conll
-    from seqkit.runtime import describe_cpu
-
-    dev = read_conll(ROOT / "data" / "wnut16" / "dev.conll")["tokens"]
-    words = [list(sentence) for sentence in dev] * REPEAT
-    texts = [" ".join(sentence) for sentence in words]
-    tokens = sum(len(sentence) for sentence in words)
-    print(f"{describe_cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads; {args.checkpoint}: {tagger!r}")
-    print(f"model load (from_pretrained): {load_seconds:.3f} s; in a fresh process with `import seqkit`: {float(fresh.stdout):.2f} s")
-    print(f"{len(words):,} sentences, {tokens:,} tokens; median of {args.repeats}")
-    tagger.tag(texts[:64], batch_size=64)  # warm-up
-    for batch_size in (64, 1):
-        for name, inputs in (("pre-tokenized", words), ("raw text", texts)):
-            seconds = []
-            for _ in range(args.repeats):
-                begin = time.perf_counter()
-                tagger.tag(inputs, batch_size=batch_size)
-                seconds.append(time.perf_counter() - begin)
-            median = statistics.median(seconds)
-            rate = len(inputs) / median
-            print(f"batch {batch_size:>2}  {name:<13}  {rate:8,.0f} sentences/s  {tokens / median:9,.0f} tokens/s")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--quick", action="store_true", help="48 sentences, one round: a check that the script runs")
+    parser.add_argument("--child", choices=("torch", "onnx", "flair"), help=argparse.SUPPRESS)
+    parser.add_argument("--sentences", type=int, default=None, help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.child:
+        return child(arguments)
+    arguments.checkpoint = str(Path(arguments.checkpoint).resolve())
+    arguments.onnx = str(Path(arguments.onnx).resolve()) if arguments.onnx else None
+    if arguments.quick:
+        arguments.repeats, arguments.sentences = 1, 48
+    if not (Path(arguments.checkpoint) / "config.yaml").is_file():
+        raise SystemExit(f"{arguments.checkpoint}: no tagger checkpoint here; train one first: seqkit train recipes/ner.yaml")
+    runtimes = [("torch", sys.executable)] + ([("onnx", sys.executable)] if arguments.onnx else [])
+    runtimes += [("flair", arguments.peer_python)] if arguments.peer_python else []
+    results: dict[str, list[dict]] = {runtime: [] for runtime, _ in runtimes}
+    loads = [os.getloadavg()]
+    for round_ in range(arguments.repeats):
+        for runtime, python in runtimes[round_ % len(runtimes):] + runtimes[: round_ % len(runtimes)]:  # rotate the order
+            results[runtime].append(run_child(python, runtime, arguments))
+            print(f"round {round_ + 1} {runtime}: " + ", ".join(f"{key} {results[runtime][-1][key]:,.1f}" for key in (*MODES, "median ms")), file=sys.stderr)
+    loads.append(os.getloadavg())
+    report(results, arguments, loads)
 
 
 if __name__ == "__main__":

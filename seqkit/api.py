@@ -348,7 +348,7 @@ class Tagger(Pretrained):
             n_best: also find the K most probable tag sequences of each text (k-best
                 Viterbi; never one the scheme forbids) into ``Doc.n_best``.
             scores: compute ``Doc.scores`` and ``Span.score`` (forward-backward under a
-                CRF); ``False`` leaves them empty and ``None`` and tags about twice as fast.
+                CRF); ``False`` leaves them empty and ``None`` and skips that work.
 
         Returns:
             A ``Doc`` for a string, else a list of ``Doc`` in input order. Empty or

@@ -16,12 +16,21 @@ token's tag lies in a given set: a span labelled exactly so), and ``k_best`` (th
 probable sequences, k-best Viterbi). With ``constrained`` (the default) they are taken
 under the distribution restricted to the sequences the scheme allows and renormalized --
 the distribution decoding searches -- so ``k_best(...)[0]`` is ``decode``'s sequence.
+
+Decoding and the probabilities run at inference, a sentence or a batch at a time, on a few
+dozen tags: there a torch operation costs more to dispatch than to compute, so ``decode``,
+``marginals`` and ``log_prob_within`` step through time in NumPy (on the CPU, whatever
+device the emissions come from; an ONNX Runtime tagger's emissions are NumPy already).
+Viterbi keeps float32 and adds in the same order as the training-side float32 code, so it
+finds the same path; forward-backward runs in probability space with each step rescaled
+(float64), a matrix product per step in place of a log-sum-exp over every tag pair.
 """
 
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -59,6 +68,7 @@ class CRF(nn.Module):
         self.register_buffer("transition_penalty", penalty(allowed, (num_tags, num_tags)), persistent=False)
         self.register_buffer("start_penalty", penalty(can_start, (num_tags,)), persistent=False)
         self.register_buffer("end_penalty", penalty(can_end, (num_tags,)), persistent=False)
+        self._array_cache: dict = {}  # _arrays: NumPy copies of the potentials, per parameter version
 
     def forward(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood of ``tags``, averaged over the batch.
@@ -125,23 +135,16 @@ class CRF(nn.Module):
             mask: (batch, time) true on real tokens.
             constrained: under the sequences the scheme allows (renormalized).
         """
-        # in float64: alpha + beta - log Z cancels scores in the hundreds, and float32
-        # would leave errors of 1e-4 in a probability (marginals above 1)
-        emissions = emissions.double()
-        transitions, _, end = self._potentials(constrained)
-        *alphas, final = self._forward_scores(emissions, mask, constrained)
-        log_z = torch.logsumexp(final, dim=1)  # (batch,)
-        # beta[t][y]: log-sum of the scores of every suffix after a token t tagged y (its end score at the row's last token)
-        beta = end.expand_as(alphas[0])
-        betas = [beta]
-        for step in range(emissions.shape[1] - 2, -1, -1):
-            # (from, to) + (batch, 1, to) -> sum out `to`
-            following = torch.logsumexp(transitions + (emissions[:, step + 1] + beta).unsqueeze(1), dim=2)
-            beta = torch.where(mask[:, step + 1].unsqueeze(1), following, end.expand_as(following))
-            betas.append(beta)
-        betas.reverse()
-        log_marginals = torch.stack(alphas, 1) + torch.stack(betas, 1) - log_z[:, None, None]  # (batch, time, tags)
-        return log_marginals.exp().clamp(max=1.0).masked_fill(~mask.unsqueeze(2), 0.0).float()
+        transitions, start, end = self._arrays(constrained, np.float64)
+        scores, lengths = _as_array(emissions, np.float64), _lengths(mask)
+        alphas, _ = _scaled_forward(scores, lengths, transitions, start, end)
+        betas = _scaled_backward(scores, lengths, transitions, end)
+        # alpha * beta is proportional to the marginal at each token: normalise over the tags
+        joint = np.nan_to_num(alphas * betas)  # 0 past a row's end
+        total = joint.sum(2, keepdims=True)
+        marginals = np.divide(joint, total, out=np.zeros_like(joint), where=total > 0)
+        marginals[np.arange(scores.shape[1])[None, :] >= lengths[:, None]] = 0.0
+        return torch.from_numpy(np.minimum(marginals, 1.0).astype(np.float32)).to(emissions.device)
 
     @torch.no_grad()
     def log_prob_within(self, emissions: torch.Tensor, mask: torch.Tensor, allowed: torch.Tensor, constrained: bool = True) -> torch.Tensor:
@@ -149,10 +152,14 @@ class CRF(nn.Module):
         time, tags) marks there: the probability of a span labelled exactly so, when the span's
         tokens allow only its tags (and the token after it only tags that do not continue it).
         The sum over the allowed sequences divided by the sum over all of them (in float64)."""
-        emissions = emissions.double()
-        restricted = emissions.masked_fill(~allowed, float("-inf"))
-        log_probability = self.log_partition(restricted, mask, constrained) - self.log_partition(emissions, mask, constrained)
-        return log_probability.clamp(max=0.0).float()
+        transitions, start, end = self._arrays(constrained, np.float64)
+        scores, lengths = _as_array(emissions, np.float64), _lengths(mask)
+        restricted = np.where(_as_array(allowed, bool), scores, -np.inf)
+        # both partition functions in one pass: the restricted rows, then the plain ones
+        _, log_z = _scaled_forward(np.concatenate([restricted, scores]), np.concatenate([lengths, lengths]), transitions, start, end)
+        batch = len(lengths)
+        log_probability = np.minimum(log_z[:batch] - log_z[batch:], 0.0)
+        return torch.from_numpy(log_probability.astype(np.float32)).to(emissions.device)
 
     @torch.no_grad()
     def k_best(self, emissions: torch.Tensor, mask: torch.Tensor, k: int, constrained: bool = True) -> list[list[tuple[list[int], float]]]:
@@ -201,26 +208,123 @@ class CRF(nn.Module):
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor, constrained: bool = True) -> list[list[int]]:
         """The best tag sequence for each row (Viterbi), cut to its real length."""
-        emissions = emissions.float()
-        transitions, start, end = self._potentials(constrained)
-        score = start + emissions[:, 0]  # (batch, tags)
-        backpointers = []
-        for step in range(1, emissions.shape[1]):
-            candidates = score.unsqueeze(2) + transitions  # (batch, from, to)
-            best, best_from = candidates.max(dim=1)
-            backpointers.append(best_from)
-            score = torch.where(mask[:, step].unsqueeze(1), best + emissions[:, step], score)
-        # follow the backpointers from each row's best last tag, all rows at once
-        lengths = mask.sum(1)
-        current = (score + end).argmax(dim=1)  # (batch,) the tag at each row's last position
-        path = torch.zeros_like(mask, dtype=torch.long)
-        path[torch.arange(len(lengths), device=path.device), lengths - 1] = current
-        for step in range(emissions.shape[1] - 2, -1, -1):
-            previous = backpointers[step].gather(1, current.unsqueeze(1)).squeeze(1)
-            inside = step < lengths - 1  # rows whose sequence goes on past `step`
-            current = torch.where(inside, previous, current)
-            path[:, step] = torch.where(inside, previous, path[:, step])
-        return [row[:length] for row, length in zip(path.tolist(), lengths.tolist())]
+        transitions, start, end = self._arrays(constrained, np.float32)
+        return _viterbi(_as_array(emissions, np.float32), _lengths(mask), transitions, start, end)
+
+    def _arrays(self, constrained: bool, dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``_potentials`` as NumPy arrays of ``dtype``, kept until a parameter changes (an
+        optimizer step or ``load_state_dict`` bumps its version)."""
+        parameters = (self.transitions, self.start_transitions, self.end_transitions)
+        version = tuple((parameter._version, parameter.data_ptr()) for parameter in parameters)
+        if self._array_cache.get("version") != version:  # only the current parameters' arrays are kept
+            self._array_cache = {"version": version}
+        key = (constrained, dtype)
+        if key not in self._array_cache:
+            with torch.no_grad():  # the sums in float32, as ``_potentials`` computes them, then cast
+                self._array_cache[key] = tuple(part.detach().float().cpu().numpy().astype(dtype) for part in self._potentials(constrained))
+        return self._array_cache[key]
+
+
+_TORCH_DTYPES = {np.float32: torch.float32, np.float64: torch.float64, bool: torch.bool}
+
+
+def _as_array(tensor: torch.Tensor | np.ndarray, dtype: type) -> np.ndarray:
+    """A CPU NumPy copy (or view) of ``tensor`` as ``dtype``; bf16 and fp16 emissions cast first."""
+    if isinstance(tensor, np.ndarray):
+        return tensor.astype(dtype, copy=False)
+    return tensor.detach().to("cpu", _TORCH_DTYPES[dtype]).numpy()
+
+
+def _lengths(mask: torch.Tensor) -> np.ndarray:
+    """(batch,) real lengths of a left-aligned (batch, time) mask."""
+    return mask.sum(1).cpu().numpy().astype(np.int64)
+
+
+def _viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> list[list[int]]:
+    """Each row's best tag sequence, cut to its length: ``emissions`` (batch, time, tags)."""
+    batch, time, _ = emissions.shape
+    shortest = int(lengths.min())
+    score = start + emissions[:, 0]  # (batch, tags)
+    backpointers = []
+    for step in range(1, time):
+        candidates = score[:, :, None] + transitions  # (batch, from, to)
+        backpointers.append(candidates.argmax(1))  # the first of equal scores, as torch's max
+        best = candidates.max(1) + emissions[:, step]
+        # past a row's end its score stays put (only batches of mixed lengths have such rows)
+        score = best if step < shortest else np.where((step < lengths)[:, None], best, score)
+    # follow the backpointers from each row's best last tag, all rows at once
+    rows = np.arange(batch)
+    current = (score + end).argmax(1)  # (batch,) the tag at each row's last position
+    path = np.zeros((batch, time), dtype=np.int64)
+    path[rows, lengths - 1] = current
+    for step in range(time - 2, -1, -1):
+        previous = backpointers[step][rows, current]
+        if step < shortest - 1:  # every row goes on past `step`
+            current = path[:, step] = previous
+            continue
+        inside = step < lengths - 1  # rows whose sequence goes on past `step`
+        current = np.where(inside, previous, current)
+        path[:, step] = np.where(inside, previous, path[:, step])
+    return [row[:length] for row, length in zip(path.tolist(), lengths.tolist())]
+
+
+def _exp_scaled(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``exp(scores)`` as ``(factor, shift)`` with ``exp(scores) == factor * exp(shift)``, the
+    shift the largest score of each (batch, time) row (0 where every score is -inf)."""
+    shift = scores.max(2)
+    shift[~np.isfinite(shift)] = 0.0
+    return np.exp(scores - shift[:, :, None]), shift
+
+
+def _scaled_forward(scores: np.ndarray, lengths: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The forward algorithm in probability space, rescaled at each step (float64).
+
+    Returns:
+        alphas: (batch, time, tags), each step's forward probabilities summing to 1 over the
+            tags (0 past a row's end, and where no sequence gets there).
+        log_z: (batch,) the log of the summed exp-scores of every sequence (-inf: none).
+    """
+    batch, time, _ = scores.shape
+    factors, shifts = _exp_scaled(np.concatenate([(start + scores[:, 0])[:, None], scores[:, 1:]], axis=1))
+    step_transitions = np.exp(transitions)  # (from, to); 0 where forbidden
+    alphas, totals = np.empty_like(factors), np.empty((batch, time))
+    alpha = factors[:, 0]
+    with np.errstate(invalid="ignore", divide="ignore"):  # a row no sequence survives turns to nan: set to -inf below
+        for step in range(time):
+            if step:  # past a row's end the values are unused: no masking inside the loop
+                alpha = (alpha @ step_transitions) * factors[:, step]
+            total = alpha.sum(1, keepdims=True)
+            alpha = alpha / total
+            alphas[:, step], totals[:, step] = alpha, total[:, 0]
+        real = np.arange(time)[None, :] < lengths[:, None]
+        rows = np.arange(batch)
+        final = (alphas[rows, lengths - 1] * np.exp(end)).sum(1)
+        log_z = np.where(real, shifts + np.log(totals), 0.0).sum(1) + np.log(final)
+    dead = ((totals == 0) & real).any(1) | (final == 0)
+    log_z[dead] = -np.inf
+    alphas[~real | dead[:, None]] = 0.0
+    return alphas, log_z
+
+
+def _scaled_backward(scores: np.ndarray, lengths: np.ndarray, transitions: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """(batch, time, tags) backward probabilities up to a factor per (row, token): the
+    summed exp-scores of every suffix after a token tagged so (its end score at the row's
+    last token); meaningless past a row's end."""
+    batch, time, num_tags = scores.shape
+    factors, _ = _exp_scaled(scores)
+    step_transitions, end_factor = np.exp(transitions).T, np.exp(end)
+    shortest = int(lengths.min())
+    betas = np.empty((batch, time, num_tags))
+    beta = np.broadcast_to(end_factor, (batch, num_tags))
+    betas[:, time - 1] = beta
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 only where the caller reads 0 anyway
+        for step in range(time - 2, -1, -1):
+            following = (factors[:, step + 1] * beta) @ step_transitions  # sum out `to`
+            following = following / following.sum(1, keepdims=True)
+            # a row's last token takes its end score (only batches of mixed lengths have one here)
+            beta = following if step + 1 < shortest else np.where((step + 1 < lengths)[:, None], following, end_factor)
+            betas[:, step] = beta
+    return betas
 
 
 def _flatten(flags: Sequence) -> list[bool]:

@@ -164,15 +164,15 @@ class CharFeatures(nn.Module):
         Returns:
             (batch, time, output_dim), zero at padding.
         """
-        lengths = (char_ids != 0).sum(1).clamp(min=1)
         vectors = self.dropout(self.embedding(char_ids))  # (words, word_length, embedding_dim)
+        padding = char_ids == 0
         if self.kind == "lstm":
-            _, (final, _) = self.encoder(vectors, lengths)  # (2, words, hidden)
+            _, (final, _) = self.encoder(vectors, (~padding).sum(1).clamp(min=1))  # (2, words, hidden)
             features = torch.cat([final[0], final[1]], dim=1)  # forward end, backward start
         else:
             convolved = self.convolution(vectors.transpose(1, 2)).transpose(1, 2)  # (words, word_length, filters)
-            features = convolved.masked_fill((char_ids == 0).unsqueeze(2), float("-inf")).max(dim=1).values
-            features = features.masked_fill((char_ids == 0).all(1, keepdim=True), 0.0)  # an empty word: no bytes, no features
+            features = convolved.masked_fill(padding.unsqueeze(2), float("-inf")).max(dim=1).values
+            features = features.masked_fill(padding.all(1, keepdim=True), 0.0)  # an empty word: no bytes, no features
         features = torch.cat([features.new_zeros(1, self.output_dim), features])  # row 0: padding
         return features[char_index]
 

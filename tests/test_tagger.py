@@ -138,3 +138,17 @@ def test_predict_and_eval_commands(trained_tagger, tmp_path):
 
     lm_only = runner.invoke(main, ["generate", best])
     assert lm_only.exit_code == 2 and "generate needs a language model" in lm_only.output + lm_only.stderr
+
+
+def test_tag_throughput_benchmark_runs_quick(trained_tagger):
+    """benchmarks/tag_throughput.py --quick: seqkit on PyTorch, 48 sentences, one round (the
+    full benchmark, with ONNX and Flair beside it, is run by hand)."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    command = [sys.executable, str(ROOT / "benchmarks" / "tag_throughput.py"), "--checkpoint", str(trained_tagger.run_dir / "best"), "--quick", "--threads", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "| one sentence per call | " in done.stdout and "torch: dev entity F1" in done.stdout

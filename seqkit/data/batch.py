@@ -134,25 +134,29 @@ def collate_tagged(
         tag_ids: each sentence's tag ids, or ``None`` at inference.
         pad_id: the padding word id.
     """
-    lengths = torch.tensor([len(sentence) for sentence in word_ids], dtype=torch.long)
-    max_length = int(lengths.max())
-    token_tensor = torch.full((len(word_ids), max_length), pad_id, dtype=torch.long)
+    # filled as NumPy arrays (one call per row, not one tensor per row), then shared with torch
+    lengths = [len(sentence) for sentence in word_ids]
+    max_length = max(lengths)
+    token_array = np.full((len(word_ids), max_length), pad_id, dtype=np.int64)
     for row, sentence in enumerate(word_ids):
-        token_tensor[row, : len(sentence)] = torch.tensor(sentence, dtype=torch.long)
+        token_array[row, : len(sentence)] = sentence
     char_tensor = char_index = None
     if words is not None:
         # each distinct word once: a batch repeats "the", "." and friends many times
         distinct: dict[str, int] = {}
-        char_index = torch.zeros((len(words), max_length), dtype=torch.long)
+        index_array = np.zeros((len(words), max_length), dtype=np.int64)
         for row, sentence in enumerate(words):
-            char_index[row, : len(sentence)] = torch.tensor([distinct.setdefault(word, len(distinct) + 1) for word in sentence])
+            index_array[row, : len(sentence)] = [distinct.setdefault(word, len(distinct) + 1) for word in sentence]
+        char_index = torch.from_numpy(index_array)
         char_tensor = _word_bytes(list(distinct))
         char_tensor = char_tensor[:, : max(1, int((char_tensor != 0).sum(1).max()))]
     tag_tensor = None
     if tag_ids is not None:
-        tag_tensor = torch.full((len(tag_ids), max_length), IGNORE_INDEX, dtype=torch.long)
+        tag_array = np.full((len(tag_ids), max_length), IGNORE_INDEX, dtype=np.int64)
         for row, sentence in enumerate(tag_ids):
-            tag_tensor[row, : len(sentence)] = torch.tensor(sentence, dtype=torch.long)
+            tag_array[row, : len(sentence)] = sentence
+        tag_tensor = torch.from_numpy(tag_array)
+    token_tensor, lengths = torch.from_numpy(token_array), torch.tensor(lengths, dtype=torch.long)
     return TaggedBatch(token_tensor, lengths, char_tensor, char_index, tag_tensor)
 
 

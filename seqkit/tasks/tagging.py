@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from typing import Any, NamedTuple, Optional, Sequence
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 
@@ -170,7 +172,8 @@ def _emission_batches(model: SequenceModel, tokenizer: Tokenizer, sentences: Seq
     """``(sentence indices, emissions (batch, time, tags), mask (batch, time))`` for the
     non-empty sentences, sorted by length into batches, the model in eval mode meanwhile."""
     was_training = model.training
-    model.eval()
+    if was_training:  # eval() walks every module: a cost per call where the model is already in eval mode
+        model.eval()
     device = next(model.parameters()).device
     pad_id = special_ids(tokenizer).pad
     with_chars = model.embedding.char_features is not None
@@ -184,7 +187,8 @@ def _emission_batches(model: SequenceModel, tokenizer: Tokenizer, sentences: Seq
                 emissions, _ = model(tensors.token_ids, tensors.lengths, char_ids=tensors.char_ids, char_index=tensors.char_index)
             yield indices, emissions.float(), tensors.mask
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
 
 
 class ScoredTags(NamedTuple):
@@ -223,21 +227,27 @@ def score_tags(
     """
     results = [ScoredTags([], [], [], []) for _ in sentences]
     index = {tag: position for position, tag in enumerate(labels.labels)}
-    read_as = _per_token_reading(labels, index)
+    read_as = _per_token_reading(labels)
     for indices, emissions, mask in _emission_batches(model, tokenizer, sentences, batch_size, precision):
         for sentence, scored in zip(indices, _score_batch(model.head, labels, index, read_as, emissions, mask, n_best)):
             results[sentence] = scored
     return results
 
 
-def _per_token_reading(labels: LabelSet, index: dict[str, int]) -> Optional[torch.Tensor]:
+def _per_token_reading(labels: LabelSet) -> Optional[torch.Tensor]:
     """For each model tag, the position of the data tag it reads as token by token (BIOES ->
     BIO, or the same scheme); None where no per-token reading exists (a BIO model returning
     BIOES tags: B-X vs S-X depends on the next token)."""
-    model_scheme, data_scheme = labels.scheme, labels.data_scheme
+    return _reading(tuple(labels.labels), labels.scheme, labels.data_scheme)
+
+
+@functools.lru_cache(maxsize=16)
+def _reading(tags: tuple[str, ...], model_scheme: str, data_scheme: str) -> Optional[torch.Tensor]:
+    # once per tag set, not once per call of score_tags (a call per sentence, in a service)
     if not (model_scheme == data_scheme or "none" in (model_scheme, data_scheme) or data_scheme == "bio"):
         return None
-    return torch.tensor([index[convert([tag], model_scheme, data_scheme)[0]] for tag in labels.labels])
+    index = {tag: position for position, tag in enumerate(tags)}
+    return torch.tensor([index[convert([tag], model_scheme, data_scheme)[0]] for tag in tags])
 
 
 def _score_batch(
@@ -276,33 +286,33 @@ def _score_batch(
     return [ScoredTags(tags_of[row], token_scores[row], entity_scores[row], ranked[row]) for row in range(len(paths))]
 
 
-def _probabilities_within(head: TaggingHead, emissions: torch.Tensor, mask: torch.Tensor, patterns: list[torch.Tensor], rows: list[int]) -> list[float]:
+def _probabilities_within(head: TaggingHead, emissions: torch.Tensor, mask: torch.Tensor, patterns: list[np.ndarray], rows: list[int]) -> list[float]:
     """For each (time, tags) ``allowed`` pattern, the probability that row ``rows[i]``'s tag
     sequence stays within ``patterns[i]``."""
     if not patterns:
         return []
     rows_index = torch.tensor(rows, device=emissions.device)
-    allowed = torch.stack(patterns).to(emissions.device)
+    allowed = torch.from_numpy(np.stack(patterns)).to(emissions.device)
     return head.log_prob_within(emissions[rows_index], mask[rows_index], allowed).exp().tolist()
 
 
 def _token_marginals(marginals: torch.Tensor, read_as: torch.Tensor, tags_of: list[list[str]], index: dict[str, int]) -> list[list[float]]:
     """Each token's probability of its data tag: the sum of the (batch, time, tags)
     ``marginals`` of the model tags that read as it."""
-    grouped = torch.zeros_like(marginals).index_add_(2, read_as.to(marginals.device), marginals)
-    return [[float(grouped[row, position, index[tag]]) for position, tag in enumerate(tags)] for row, tags in enumerate(tags_of)]
+    grouped = torch.zeros_like(marginals).index_add_(2, read_as.to(marginals.device), marginals).cpu().numpy()
+    return [grouped[row, np.arange(len(tags)), [index[tag] for tag in tags]].tolist() for row, tags in enumerate(tags_of)]
 
 
-def _allowing(num_tags: int, time: int) -> torch.Tensor:
-    return torch.ones(time, num_tags, dtype=torch.bool)
+def _allowing(num_tags: int, time: int) -> np.ndarray:
+    return np.ones((time, num_tags), dtype=bool)
 
 
-def _only(allowed: torch.Tensor, position: int, tags: list[int]) -> None:
+def _only(allowed: np.ndarray, position: int, tags: list[int]) -> None:
     allowed[position] = False
     allowed[position, tags] = True
 
 
-def _span_pattern(labels: LabelSet, scheme: str, first: int, end: int, label: str, length: int, time: int, index: dict[str, int]) -> torch.Tensor:
+def _span_pattern(labels: LabelSet, scheme: str, first: int, end: int, label: str, length: int, time: int, index: dict[str, int]) -> np.ndarray:
     """The tags that make ``[first, end)`` exactly one entity of type ``label`` in the model's
     scheme: B- I-... (bio; then anything but I- after it) or B- I-... E- / S- (bioes)."""
     allowed = _allowing(len(labels.labels), time)
@@ -319,7 +329,7 @@ def _span_pattern(labels: LabelSet, scheme: str, first: int, end: int, label: st
     return allowed
 
 
-def _pattern(labels: LabelSet, scheme: str, tag: str, model_tag: str, position: int, length: int, time: int, index: dict[str, int]) -> torch.Tensor:
+def _pattern(labels: LabelSet, scheme: str, tag: str, model_tag: str, position: int, length: int, time: int, index: dict[str, int]) -> np.ndarray:
     """The model (bio) tags that make ``tag`` (bioes) the tag at ``position``: its own B-/I-/O
     there, and for B-/I- an I- next, for S-/E- anything else next."""
     allowed = _allowing(len(labels.labels), time)
