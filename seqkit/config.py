@@ -128,6 +128,12 @@ class ModelConfig(_Section):
     num_layers: int = Field(2, ge=1)
     bidirectional: bool = False
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    input_dropout: Optional[float] = Field(None, ge=0.0, lt=1.0)  # on the embeddings (null: dropout)
+    layer_dropout: Optional[float] = Field(None, ge=0.0, lt=1.0)  # between stacked layers (null: dropout)
+    output_dropout: Optional[float] = Field(None, ge=0.0, lt=1.0)  # on the encoder's outputs, before the head (null: dropout)
+    locked_dropout: bool = False  # language model, generation: those three keep one mask per sequence over time (variational)
+    embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # drop whole words (embedding rows) in training
+    weight_drop: float = Field(0.0, ge=0.0, lt=1.0)  # DropConnect on the recurrent hidden-to-hidden weights in training
     tie_weights: bool = False  # language model
     output: Literal["softmax", "adaptive"] = "softmax"  # language model: a full softmax, or an adaptive one (exact, cheaper for large vocabularies)
     adaptive_cutoffs: Optional[list[Annotated[int, Field(ge=1)]]] = None  # output: adaptive: token ids where the shortlist and each cluster end (null: 64, 256, 1024, ...)
@@ -150,6 +156,9 @@ class TrainConfig(_Section):
     max_steps: Optional[int] = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
     bptt: int = Field(35, ge=1)  # language model: tokens per truncated-BPTT chunk
+    variable_bptt: bool = False  # language model: each chunk's length drawn around bptt (AWD-LSTM), its lr scaled by length / bptt
+    ar_alpha: float = Field(0.0, ge=0.0, allow_inf_nan=False)  # language model: activation regularisation, alpha * mean(h^2) of the dropped outputs
+    tar_beta: float = Field(0.0, ge=0.0, allow_inf_nan=False)  # language model: temporal AR, beta * mean((h_t - h_{t-1})^2) before dropout
     eval_batch_size: int = Field(10, ge=1)
     lr: float = Field(0.003, gt=0.0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -165,6 +174,9 @@ class TrainConfig(_Section):
     early_stopping: Optional[int] = Field(None, ge=1)  # evaluations without improvement
     select_on: str = Field("auto", min_length=1)  # the valid metric that picks best/, early stopping and plateau; auto: the task's own (recipe_rules.selectable_metrics)
     log_every: int = Field(20, ge=1)
+    average: Literal["none", "uniform", "ema"] = "none"  # evaluate and save averaged weights: a plain mean (as NT-ASGD) or an exponential one
+    average_start: int = Field(0, ge=0)  # average: the optimizer steps made before averaging starts
+    average_decay: float = Field(0.999, gt=0.0, lt=1.0)  # average: ema: the weight of the average at each step
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the device runs it natively, else fp32
     threads: Union[Literal["auto"], int] = "auto"  # CPU threads, 1..1024; auto: the cores other processes leave free

@@ -17,7 +17,10 @@ from typing import Optional, Union
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .regularize import LockedDropout, drop_hidden_weights, embedding_dropout, one_layer_rnn, run_layer_by_layer
 
 # An RNN's or GRU's state is one tensor; an LSTM's is (h, c). Each is shaped
 # (num_layers * num_directions, batch, hidden_size), whatever batch_first says.
@@ -38,6 +41,10 @@ class RNNEncoder(nn.Module):
         nonlinearity: ``tanh`` or ``relu`` (``rnn`` only).
         bidirectional: also read each sequence right to left.
         dropout: dropout between stacked layers.
+        weight_drop: DropConnect on the hidden-to-hidden matrices in training
+            (``regularize.drop_hidden_weights``; the fused kernel still runs every layer).
+        locked_dropout: the dropout between layers keeps one mask per sequence over time
+            (``regularize.LockedDropout``); the layers then run one fused call each.
     """
 
     def __init__(
@@ -49,6 +56,8 @@ class RNNEncoder(nn.Module):
         nonlinearity: str = "tanh",
         bidirectional: bool = False,
         dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        locked_dropout: bool = False,
     ):
         super().__init__()
         if cell not in RNN_CELLS:
@@ -60,9 +69,16 @@ class RNNEncoder(nn.Module):
             num_layers=num_layers,
             batch_first=True,
             bidirectional=bidirectional,
-            dropout=dropout if num_layers > 1 else 0.0,  # PyTorch applies it between layers only
+            dropout=dropout if num_layers > 1 and not locked_dropout else 0.0,  # PyTorch applies it between layers only
             **extra,
         )
+        if not 0.0 <= weight_drop < 1.0:
+            raise ValueError(f"weight_drop must lie in [0, 1), got {weight_drop}")
+        self.weight_drop = weight_drop
+        self.between = LockedDropout(dropout if locked_dropout and num_layers > 1 else 0.0)
+        # shapes of layer 0 and of the later layers, for the layer-by-layer run; a tuple, so
+        # their unused parameters stay out of state_dict
+        self._layers = (one_layer_rnn(self.rnn, 0), one_layer_rnn(self.rnn, 1)) if self.between.p > 0 else ()
         self.cell = cell
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -99,14 +115,24 @@ class RNNEncoder(nn.Module):
         batch_size, max_length = inputs.shape[0], inputs.shape[1]
         self._check_state(initial_state, batch_size)
         if lengths is None or bool((lengths == max_length).all()):
-            return self.rnn(inputs, initial_state)
+            return self._recur(inputs, initial_state)
         lengths = lengths.cpu()  # pack_padded_sequence wants lengths on the CPU
         if bool((lengths < 1).any()) or bool((lengths > max_length).any()):
             raise ValueError(f"lengths must lie in 1..{max_length} (the time dimension), got {lengths.tolist()}")
         packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
-        packed_states, final_state = self.rnn(packed, initial_state)
+        packed_states, final_state = self._recur(packed, initial_state)
         states, _ = pad_packed_sequence(packed_states, batch_first=True, total_length=max_length)
         return states, final_state  # (batch, time, directions * hidden)
+
+    def _recur(self, inputs, initial_state: Optional[State]):
+        """``self.rnn(inputs, initial_state)``; in training with weight drop, on dropped
+        hidden-to-hidden weights, and with locked dropout between layers, one layer at a time."""
+        if not self.training or (self.weight_drop == 0.0 and self.between.p == 0.0):
+            return self.rnn(inputs, initial_state)  # eval (and ONNX export): the raw weights, one fused call
+        weights = drop_hidden_weights(self.rnn, self.weight_drop)
+        if self.between.p > 0.0:
+            return run_layer_by_layer(self.rnn, self._layers, weights, inputs, initial_state, self.between)
+        return functional_call(self.rnn, weights, (inputs, initial_state))
 
     def _check_state(self, state: Optional[State], batch_size: int) -> None:
         if state is None:
@@ -179,7 +205,11 @@ class CharFeatures(nn.Module):
 
 class TokenEmbedding(nn.Module):
     """Token ids -> vectors, with dropout, optionally concatenated with ``CharFeatures``
-    of each token. The padding id maps to a zero vector that receives no gradient."""
+    of each token. The padding id maps to a zero vector that receives no gradient.
+
+    ``embedding_dropout`` drops whole words of the vocabulary in training
+    (``regularize.embedding_dropout``); ``locked_dropout`` makes ``dropout`` keep one mask
+    per sequence over time (``regularize.LockedDropout``)."""
 
     def __init__(
         self,
@@ -188,8 +218,12 @@ class TokenEmbedding(nn.Module):
         padding_idx: int = 0,
         dropout: float = 0.0,
         char_features: Optional[CharFeatures] = None,
+        embedding_dropout: float = 0.0,
+        locked_dropout: bool = False,
     ):
         super().__init__()
+        if not 0.0 <= embedding_dropout < 1.0:
+            raise ValueError(f"embedding_dropout must lie in [0, 1), got {embedding_dropout}")
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
         # small initial vectors: PyTorch's N(0, 1) default gives huge first logits when the
         # output layer shares this matrix
@@ -197,7 +231,8 @@ class TokenEmbedding(nn.Module):
         with torch.no_grad():
             self.embedding.weight[padding_idx].zero_()
         self.char_features = char_features
-        self.dropout = nn.Dropout(dropout)
+        self.embedding_dropout = embedding_dropout  # whole words (rows of the matrix), in training
+        self.dropout = LockedDropout(dropout) if locked_dropout else nn.Dropout(dropout)
         self.output_dim = embedding_dim + (char_features.output_dim if char_features is not None else 0)
 
     @property
@@ -208,7 +243,10 @@ class TokenEmbedding(nn.Module):
         self, token_ids: torch.Tensor, char_ids: Optional[torch.Tensor] = None, char_index: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         """(batch, time) ids [and the words' bytes: ``CharFeatures.forward``] -> (batch, time, output_dim)."""
-        vectors = self.embedding(token_ids)
+        if self.training and self.embedding_dropout > 0.0:
+            vectors = embedding_dropout(self.embedding, token_ids, self.embedding_dropout)
+        else:
+            vectors = self.embedding(token_ids)
         if self.char_features is not None:
             if char_ids is None or char_index is None:
                 raise ValueError("this embedding has character features: pass char_ids and char_index")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .crf import CRF
+from .regularize import LockedDropout
 
 IGNORE_INDEX = -100  # padded positions of a tag tensor
 
@@ -52,6 +53,8 @@ class LanguageModelHead(nn.Module):
         cutoffs: ``()`` for a full softmax; increasing ids ``0 < c1 < c2 < ... < vocab_size``
             for an adaptive softmax with the shortlist ``[0, c1)`` and clusters
             ``[c1, c2)``, ..., ``[c_last, vocab_size)``.
+        locked_dropout: ``dropout`` keeps one mask per sequence over time
+            (``regularize.LockedDropout``).
     """
 
     def __init__(
@@ -62,11 +65,12 @@ class LanguageModelHead(nn.Module):
         dropout: float = 0.0,
         tied_embedding: Optional[nn.Parameter] = None,
         cutoffs: Sequence[int] = (),
+        locked_dropout: bool = False,
     ):
         super().__init__()
         if list(cutoffs) != sorted(set(cutoffs)) or any(not 0 < cutoff < vocab_size for cutoff in cutoffs):
             raise ValueError(f"cutoffs must increase strictly between 0 and the vocabulary size {vocab_size}, got {list(cutoffs)}")
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = LockedDropout(dropout) if locked_dropout else nn.Dropout(dropout)
         self.pad_id = pad_id
         output_input_dim = input_dim
         self.projection: Optional[nn.Linear] = None
@@ -97,10 +101,11 @@ class LanguageModelHead(nn.Module):
             parts.append(within + head[..., shortlist + cluster, None])  # log p(cluster) + log p(token | cluster)
         return torch.cat(parts, dim=-1)
 
-    def nll(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def nll(self, states: torch.Tensor, targets: torch.Tensor, dropped: bool = False) -> torch.Tensor:
         """Negative log-likelihood of each target, (batch, time), 0 where the target is
-        padding: what training and evaluation need, without the full distribution."""
-        hidden = self._hidden(states)
+        padding: what training and evaluation need, without the full distribution.
+        ``dropped``: ``states`` went through ``self.dropout`` already (AR reads them)."""
+        hidden = self._hidden(states, dropped)
         if self.clusters is None:
             logits = self.output(hidden)
             return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=self.pad_id, reduction="none").view_as(targets)
@@ -120,8 +125,8 @@ class LanguageModelHead(nn.Module):
         """Mean cross-entropy of ``forward``'s scores over the non-padding targets; ``targets`` is (batch, time)."""
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=self.pad_id)
 
-    def _hidden(self, states: torch.Tensor) -> torch.Tensor:
-        states = self.dropout(states)
+    def _hidden(self, states: torch.Tensor, dropped: bool = False) -> torch.Tensor:
+        states = states if dropped else self.dropout(states)
         return self.projection(states) if self.projection is not None else states
 
     def _pieces(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -226,7 +226,9 @@ def build_model(
         cell=config.encoder,
         nonlinearity=config.nonlinearity,
         bidirectional=config.bidirectional,
-        dropout=config.dropout,
+        dropout=dropout_rate(config, "layer"),
+        weight_drop=config.weight_drop,
+        locked_dropout=config.locked_dropout,
     )
     head = _build_head(task, config, embedding, encoder, vocab_size, pad_id, labels)
     if task == "seq2seq":
@@ -243,11 +245,20 @@ def _build_input(config: ModelConfig, vocab_size: Optional[int], pad_id: int) ->
     if vocab_size is None:
         if config.input_size is None:
             raise ValueError("a model without a vocabulary reads vectors: set model.input_size")
-        return VectorInput(config.input_size, dropout=config.dropout)
+        return VectorInput(config.input_size, dropout=dropout_rate(config, "input"))
     char_features = None
     if config.char_features != "none":
         char_features = CharFeatures(config.char_features, config.char_embedding_dim, config.char_hidden_size, config.dropout)
-    return TokenEmbedding(vocab_size, config.embedding_dim, padding_idx=pad_id, dropout=config.dropout, char_features=char_features)
+    return TokenEmbedding(vocab_size, config.embedding_dim, padding_idx=pad_id, dropout=dropout_rate(config, "input"), char_features=char_features,
+                          embedding_dropout=config.embedding_dropout, locked_dropout=config.locked_dropout)  # fmt: skip
+
+
+def dropout_rate(config: ModelConfig, where: str) -> float:
+    """The dropout on the encoder's inputs (``input``), between its layers (``layer``) or
+    on its outputs, before the head (``output``): ``model.input_dropout`` and friends, each
+    ``model.dropout`` where null."""
+    rate = getattr(config, f"{where}_dropout")
+    return config.dropout if rate is None else rate
 
 
 def _build_head(
@@ -267,23 +278,24 @@ def _build_head(
             encoder.output_dim,
             vocab_size,
             pad_id=pad_id,
-            dropout=config.dropout,
+            dropout=dropout_rate(config, "output"),
             tied_embedding=embedding.weight if config.tie_weights else None,
             cutoffs=adaptive_cutoffs(config, vocab_size) if config.output == "adaptive" else (),
+            locked_dropout=config.locked_dropout,
         )
     if task == "tagging":
         if not isinstance(labels, LabelSet):
             raise ValueError("a tagging model needs its labels")
         allowed, can_start, can_end = allowed_transitions(labels.labels, labels.scheme)
-        return TaggingHead(encoder.output_dim, len(labels.labels), config.dropout, config.crf, allowed, can_start, can_end)
+        return TaggingHead(encoder.output_dim, len(labels.labels), dropout_rate(config, "output"), config.crf, allowed, can_start, can_end)
     if task == "classification":
         if not isinstance(labels, LabelSet):
             raise ValueError("a classifier needs its classes")
-        return ClassificationHead(encoder.output_dim, len(labels.labels), config.pooling, config.bidirectional, config.dropout)
+        return ClassificationHead(encoder.output_dim, len(labels.labels), config.pooling, config.bidirectional, dropout_rate(config, "output"))
     if task == "regression":
         if not isinstance(labels, Targets):
             raise ValueError("a regression model needs its targets")
-        return RegressionHead(encoder.output_dim, len(labels.names), config.pooling, config.bidirectional, config.dropout)
+        return RegressionHead(encoder.output_dim, len(labels.names), config.pooling, config.bidirectional, dropout_rate(config, "output"))
     raise ValueError(f"no head for task {task!r}")
 
 

@@ -72,6 +72,13 @@ TASK_KEYS: tuple[TaskKey, ...] = (
     TaskKey(("target_tokenizer",), ("seq2seq",), None, "only seq2seq has a target tokenizer; remove it"),
     TaskKey(("train", "class_weights"), ("tagging", "classification"), None, "only tagging and classification weigh classes; remove it"),
     TaskKey(("train", "loss"), ("regression",), "mse", "only regression chooses its loss; remove it"),
+    # AWD-LSTM's regularisers (seqkit/regularize.py)
+    TaskKey(("model", "locked_dropout"), ("language_model", "generation"), False),
+    TaskKey(("model", "output_dropout"), ("language_model", "tagging", "classification", "regression", "generation"), None,
+            "seq2seq's decoder reads model.dropout; remove it"),
+    TaskKey(("train", "ar_alpha"), ("language_model",), 0.0),
+    TaskKey(("train", "tar_beta"), ("language_model",), 0.0),
+    TaskKey(("train", "variable_bptt"), ("language_model",), False, "only a language model reads chunks of train.bptt tokens; remove it"),
 )  # fmt: skip
 
 
@@ -261,6 +268,23 @@ def _holdout(recipe: Recipe) -> Problems:
     return problems
 
 
+def _regularisers(recipe: Recipe) -> Problems:
+    """Embedding dropout needs an embedding, dropout between layers several layers, the
+    averaging keys their ``train.average``, variable BPTT a text read whole."""
+    model, train, problems = recipe.model, recipe.train, []
+    if model.embedding_dropout > 0 and recipe.data.inputs == "vectors":
+        problems.append((("model", "embedding_dropout"), "vector inputs have no embedding to drop words from; set it to 0"))
+    if model.layer_dropout is not None and model.num_layers == 1 and model.layer_dropout > 0:
+        problems.append((("model", "layer_dropout"), "one layer has nothing between layers to drop; set model.num_layers above 1 or remove it"))
+    if train.average == "none" and train.average_start:
+        problems.append((("train", "average_start"), "starts train.average, which is none: set it to uniform or ema, or remove this"))
+    if train.average != "ema" and train.average_decay != 0.999:
+        problems.append((("train", "average_decay"), "is the decay of train.average: ema; set that too, or remove this"))
+    if train.variable_bptt and recipe.data.streaming is True:
+        problems.append((("train", "variable_bptt"), "streamed text (data.streaming: true) is read in chunks of train.bptt tokens; set data.streaming: false or remove this"))
+    return problems
+
+
 def _training_end(recipe: Recipe) -> Problems:
     if recipe.train.epochs is None and recipe.train.max_steps is None:
         return [(("train", "epochs"), "set train.epochs or train.max_steps (or both): training needs an end")]
@@ -293,6 +317,7 @@ SHARED_RULES: tuple[Callable[[Recipe], Problems], ...] = (
     _embeddings,
     _vector_inputs,
     _holdout,
+    _regularisers,
     _training_end,
     _device_and_precision,
     _select_on,

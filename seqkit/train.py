@@ -37,6 +37,7 @@ from .training.faults import (
     Doing, StopSignal, TrainingDiverged, TrainingInterrupted, describe_batch, describe_failure, describe_os_error, describe_step,
     nonfinite, quiet_writer_errors, skip_or_stop,
 )  # fmt: skip
+from .training.optim import scaled_lr
 from .training.records import add_scalars, append_record, describe_evaluation
 from .training.run import Run, detach, setup_run
 from .training.run_dir import RunLock
@@ -150,7 +151,9 @@ def train_step(run: Run, loss_of: Callable[[Any, Any], tuple], batch: Any) -> No
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip or math.inf)
     problem = nonfinite(loss, grad_norm, run.precision.chosen)  # one sync a step, before any update
     if problem is None:
-        run.scaler.step(run.optimizer)
+        with scaled_lr(run.optimizer, getattr(batch, "lr_scale", 1.0)):  # train.variable_bptt: lr x chunk length / bptt
+            run.scaler.step(run.optimizer)
+        run.average.update(run.model, run.progress.step + 1)  # train.average: fold the new weights in
         run.meter.add(loss.detach(), num_targets, grad_norm)
         run.progress.skipped_in_a_row = 0
     else:
@@ -184,8 +187,14 @@ def evaluate_and_save(run: Run, last: bool) -> None:
     improved, ``last/`` always, and a sample of what a generative model writes now.
     ``last``: the step was the last the recipe allows, so training finishes here."""
     run.meter.pause()  # evaluation time is not training time
+    run.doing.now = f"the evaluation after step {run.progress.step}"
+    with run.average.applied(run.model):  # train.average: evaluate and save the averaged weights
+        _evaluate_and_save(run, last)
+    run.meter.resume()
+
+
+def _evaluate_and_save(run: Run, last: bool) -> None:
     progress, task = run.progress, run.task
-    run.doing.now = f"the evaluation after step {progress.step}"
     metrics = run.world.on_main(task.evaluate, run.model, run.precision.chosen)
     check_selected_metric(metrics, task, run.config.select_on)
     improved = progress.record_evaluation(metrics[task.metric], task.higher_is_better)
@@ -207,7 +216,6 @@ def evaluate_and_save(run: Run, last: bool) -> None:
     _log_sample(run, task.sample(run.model) if run.world.main else None, progress.step)  # generative tasks
     if early_stop:
         run.say(f"early stopping: no improvement in {run.config.early_stopping} evaluations")
-    run.meter.resume()
 
 
 def check_selected_metric(metrics: dict[str, Any], task: Any, select_on: str) -> None:

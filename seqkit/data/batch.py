@@ -34,6 +34,7 @@ class LMChunk:
 
     token_ids: torch.Tensor  # (batch, time)
     targets: torch.Tensor  # (batch, time); padding where the stream ran out
+    lr_scale: float = 1.0  # train.variable_bptt: this chunk's length / bptt, what its learning rate is multiplied by
 
 
 class LMStream:
@@ -58,9 +59,12 @@ class LMStream:
         offset: start reading at this position (shifting the chunk boundaries between
             epochs lets the model see every split of the text).
         context: tokens each row after the first reads before its slice, unscored.
+        variable_seed: ``train.variable_bptt``: chunk lengths drawn around ``bptt`` from
+            this seed (numbers for ``numpy.random.default_rng``) (``variable_lengths``); ``None``: every chunk ``bptt`` long.
     """
 
-    def __init__(self, stream: torch.Tensor, batch_size: int, bptt: int, pad_id: int, offset: int = 0, context: int = 0):
+    def __init__(self, stream: torch.Tensor, batch_size: int, bptt: int, pad_id: int, offset: int = 0, context: int = 0,
+                 variable_seed: Optional[Sequence[int]] = None):  # fmt: skip
         stream = stream[offset:]
         row_length = max(1, -(-(len(stream) - 1) // batch_size))  # targets per row: ceil((n - 1) / batch)
         padded = torch.full((batch_size * row_length + 1,), pad_id, dtype=stream.dtype)
@@ -76,25 +80,45 @@ class LMStream:
             self.rows = torch.cat([first, others])  # (batch, context + row_length + 1)
         self.bptt = bptt
         self.pad_id = pad_id
+        steps = self.rows.shape[1] - 1
+        lengths = variable_lengths(steps, bptt, variable_seed) if variable_seed is not None else [bptt] * -(-steps // bptt)
+        self.starts = np.concatenate([[0], np.cumsum(lengths)])  # chunk i reads steps starts[i] .. starts[i + 1] (cut at the end)
+        self.variable = variable_seed is not None
 
     def to(self, device: torch.device) -> "LMStream":
         self.rows = self.rows.to(device)
         return self
 
     def __len__(self) -> int:
-        return -(-(self.rows.shape[1] - 1) // self.bptt)
+        return len(self.starts) - 1
 
     def __getitem__(self, index: int) -> LMChunk:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        start = index * self.bptt
-        end = min(start + self.bptt, self.rows.shape[1] - 1)
+        start = int(self.starts[index])
+        end = min(int(self.starts[index + 1]), self.rows.shape[1] - 1)
         targets = self.rows[:, start + 1 : end + 1]
         unscored = min(end, self.context) - start  # targets that are context for rows after the first
         if unscored > 0:
             targets = targets.clone()
             targets[1:, :unscored] = self.pad_id
-        return LMChunk(token_ids=self.rows[:, start:end], targets=targets)
+        lr_scale = (end - start) / self.bptt if self.variable else 1.0
+        return LMChunk(token_ids=self.rows[:, start:end], targets=targets, lr_scale=lr_scale)
+
+
+def variable_lengths(steps: int, bptt: int, seed: Sequence[int]) -> list[int]:
+    """Chunk lengths covering ``steps`` time steps, drawn as AWD-LSTM draws them: the mean
+    is ``bptt`` with probability 0.95, else ``bptt / 2``; the length is normal around it
+    with standard deviation 5, at least 5 and at most ``bptt`` + 40 -- so that over the epochs
+    each token is a target after every number of steps of context. A pure function of the
+    seed: a resumed run reads the chunks an uninterrupted one does."""
+    generator, lengths, covered = np.random.default_rng(seed), [], 0
+    while covered < steps:
+        mean = bptt if generator.random() < 0.95 else bptt / 2
+        length = min(max(5, int(generator.normal(mean, 5))), bptt + 40)
+        lengths.append(max(1, length))
+        covered += lengths[-1]
+    return lengths
 
 
 # --- Tagging: padded sentences, their words as bytes, their tags --------------------------

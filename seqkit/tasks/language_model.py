@@ -14,9 +14,11 @@ from ..data.streaming import Corpus, StreamedText, epoch_offset, estimate_tokens
 from ..decoding import generate_text
 from ..distributed import own_rows, shard_rows
 from ..encoders import State
+from ..errors import RecipeError
 from ..labels import LabelSet
 from ..metrics import perplexity
 from ..model import SequenceModel
+from ..regularize import activation_penalties
 from ..runtime import autocast
 from ..tokenize import special_ids, tokenizer_for
 
@@ -71,11 +73,15 @@ class LanguageModelTask:
         train = self.recipe.train
         # shift the chunk boundaries each epoch so every split point of the text is seen
         offset = epoch_offset(self.recipe.seed, epoch, train.bptt)
+        variable_seed = (self.recipe.seed, epoch) if train.variable_bptt else None
         if self.corpus is not None:  # DDP: each process reads only its own rows
+            if variable_seed is not None:
+                raise RecipeError(["train.variable_bptt: streamed text (data.streaming, above 1 GiB with auto) is read in chunks of train.bptt tokens; set data.streaming: false or remove this"])
             offset %= max(1, self.train_tokens // train.batch_size // 2)  # a short text: no row is shifted past its end
             return StreamedText(self.corpus, self.tokenizer, train.batch_size, train.bptt, self.pad_id, offset, own_rows(train.batch_size), device)
         # a text shorter than the shift (a few words) is still read, not skipped: an empty epoch trains nothing
-        stream = LMStream(self.train_stream, train.batch_size, train.bptt, self.pad_id, offset % max(1, len(self.train_stream) - 1))
+        stream = LMStream(self.train_stream, train.batch_size, train.bptt, self.pad_id, offset % max(1, len(self.train_stream) - 1),
+                          variable_seed=variable_seed)  # fmt: skip
         stream.rows = shard_rows(stream.rows)  # DDP: this process's rows of the global batch
         return stream.to(device)
 
@@ -84,14 +90,21 @@ class LanguageModelTask:
         train = self.recipe.train
         if self.corpus is not None:
             return estimated_steps(self.train_tokens, train.batch_size, train.bptt)
-        return len(LMStream(self.train_stream, train.batch_size, train.bptt, self.pad_id))
+        return len(LMStream(self.train_stream, train.batch_size, train.bptt, self.pad_id, variable_seed=(self.recipe.seed, 0) if train.variable_bptt else None))
 
     def loss(self, model: SequenceModel, chunk: LMChunk, carry: Optional[State]) -> tuple[torch.Tensor, torch.Tensor, State]:
-        """Mean loss of a chunk, its number of targets, and the state to carry on."""
+        """Mean loss of a chunk (plus AR and TAR, ``train.ar_alpha`` / ``train.tar_beta``),
+        its number of targets, and the state to carry on."""
         states, _, state = model.encode(chunk.token_ids, state=carry)  # (batch, time, hidden)
         num_targets = (chunk.targets != self.pad_id).sum()
-        nll = model.head.nll(states, chunk.targets)  # (batch, time); an adaptive softmax scores only each target's cluster
-        return nll.sum() / num_targets.clamp(min=1), num_targets, state
+        alpha, beta = self.recipe.train.ar_alpha, self.recipe.train.tar_beta
+        if not (alpha or beta) or not model.training:
+            nll = model.head.nll(states, chunk.targets)  # (batch, time); an adaptive softmax scores only each target's cluster
+            return nll.sum() / num_targets.clamp(min=1), num_targets, state
+        dropped = model.head.dropout(states)  # AR reads the outputs the output layer reads; TAR those before dropout
+        nll = model.head.nll(dropped, chunk.targets, dropped=True)
+        penalty = activation_penalties(dropped, states, alpha, beta)
+        return nll.sum() / num_targets.clamp(min=1) + penalty, num_targets, state
 
     def evaluate(self, model: SequenceModel, precision: str = "fp32", split: str = "valid") -> dict[str, Any]:
         """Metrics on the ``valid`` or ``test`` split of the recipe's data."""

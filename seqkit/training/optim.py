@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
@@ -59,3 +60,21 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@contextlib.contextmanager
+def scaled_lr(optimizer: torch.optim.Optimizer, scale: float) -> Iterator[None]:
+    """Every group's learning rate times ``scale`` for the block (one step of a chunk of
+    ``train.variable_bptt``: AWD-LSTM scales the rate by the chunk's length / bptt), then
+    back to what the schedule set."""
+    if scale == 1.0:
+        yield
+        return
+    rates = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * scale
+    try:
+        yield
+    finally:
+        for group, rate in zip(optimizer.param_groups, rates):
+            group["lr"] = rate

@@ -34,6 +34,7 @@ from ..tasks import TASKS
 from ..tokenize import load_tokenizer, special_ids
 from ..transfer import apply_freezing, layer_groups, trainable_groups, transfer_weights
 from ..vectors import load_vectors
+from .averaging import WeightAverage
 from .faults import Doing, saved_checkpoints
 from .optim import build_optimizer, build_scheduler
 from .records import Meter, annotated_config, drop_records_after, log_hparams
@@ -100,6 +101,7 @@ class Run:
     resume: bool
     progress: Progress = field(default_factory=Progress)
     carry: Optional[State] = None  # a language model's state carried from one chunk to the next
+    average: WeightAverage = field(default_factory=WeightAverage)  # train.average: what evaluation and the checkpoints see
     writer: Any = None
     replace_old_run: bool = False  # overwrite: the old run goes after the new run's first step
     bar: Any = None
@@ -170,9 +172,15 @@ class Run:
             self._save("best", info)
 
     def save_last(self, info: dict[str, Any]) -> None:
-        """``last/``: the model and everything ``--resume`` needs to continue exactly here."""
+        """``last/``: the model (averaged, with ``train.average``) and everything ``--resume``
+        needs to continue exactly here (the raw weights too)."""
+        with self.average.applied(self.model):
+            self._save_last(info)
+
+    def _save_last(self, info: dict[str, Any]) -> None:
         rng = self.world.rng_states()  # DDP: gathered from every process, like the carried state of every row
         state = {
+            "average": self.average.state_dict(),  # the raw weights while model.safetensors holds the average
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -233,6 +241,7 @@ def setup_run(recipe: Recipe, lock: RunLock, doing: Doing, *, resume: bool, over
         scaler=torch.amp.GradScaler(world.device.type, enabled=precision.chosen == "fp16"), meter=Meter(world.device),
         steps_per_epoch=steps_per_epoch, total_steps=total_steps, transferred=transferred, layer_groups=layer_groups(model),
         fixed=fixed, resume=resume,
+        average=WeightAverage(recipe.train.average, recipe.train.average_start, recipe.train.average_decay),
     )  # fmt: skip
     check_free_space(run_dir, model, recipe.train, tokenizer, resume=resume)
     world.seed_process(recipe.seed)  # DDP: dropout draws of its own in each process, the model built alike in all
@@ -308,6 +317,7 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     last, world = run.run_dir / "last", run.world
     world.check_resume(read_config(last)[0].train.batch_size, state.get("world_size", 1), run.config.batch_size)
     load_weights(run.model, last / WEIGHTS)
+    run.average.load_state_dict(run.model, state.get("average"))  # train.average: the raw weights back in the model
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
