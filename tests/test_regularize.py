@@ -6,13 +6,13 @@ saved and resumed exactly, each refused in one line where it does not apply."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import pytest
 import torch
 import yaml
+from helpers import run_python
 from safetensors.torch import load_file
+from test_language_model import _interrupt_at_step
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -22,12 +22,15 @@ from seqkit.data import LMStream
 from seqkit.data.batch import variable_lengths
 from seqkit.encoders import RNNEncoder, TokenEmbedding
 from seqkit.errors import RecipeError
-from seqkit.regularize import LockedDropout, activation_penalties, drop_hidden_weights, one_layer_rnn, run_layer_by_layer
-from seqkit.tasks import LanguageModelTask
+from seqkit.regularize import (
+    LockedDropout,
+    activation_penalties,
+    drop_hidden_weights,
+    one_layer_rnn,
+    run_layer_by_layer,
+)
 from seqkit.train import TrainingInterrupted, train
 from seqkit.training.averaging import WeightAverage
-
-from helpers import run_python
 
 AWD = ["model.weight_drop=0.5", "model.locked_dropout=true", "model.embedding_dropout=0.1", "model.input_dropout=0.3",
        "train.ar_alpha=2", "train.tar_beta=1", "train.average=uniform", "train.average_start=4", "train.variable_bptt=true"]  # fmt: skip
@@ -225,18 +228,6 @@ def test_a_model_trained_with_every_regulariser_saves_raw_weights_and_loads_in_a
     assert state["average"]["count"] == 12 - 4
     last = load_file(run_dir / "last" / "model.safetensors")
     assert not torch.equal(state["average"]["raw"][0], last["embedding.embedding.weight"])
-
-
-def _interrupt_at_step(monkeypatch, step: int) -> None:
-    original, calls = LanguageModelTask.loss, {"n": 0}
-
-    def loss(self, model, chunk, carry):
-        calls["n"] += 1
-        if calls["n"] == step:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, model, chunk, carry)
-
-    monkeypatch.setattr(LanguageModelTask, "loss", loss)
 
 
 def test_resume_with_every_regulariser_reaches_the_same_losses(tiny_recipe, monkeypatch):
