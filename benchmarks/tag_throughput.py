@@ -4,18 +4,22 @@
     seqkit export runs/ner/best runs/ner-onnx --format onnx      # once: its ONNX export
     python -m venv flair-venv && flair-venv/bin/pip install torch==2.13.0 flair==0.15.1
     python benchmarks/tag_throughput.py --checkpoint runs/ner/best --onnx runs/ner-onnx \\
-        --peer-python flair-venv/bin/python [--repeats 5] [--threads 2]
+        --peer-python flair-venv/bin/python [--repeats 5] [--threads 2] \\
+        [--onnx-int8 runs/ner-int8] [--numpy-loops]
 
 Input: the 239 WNUT-16 dev tweets five times over (1,195 sentences, 23,555 words),
 pre-tokenized, the same word lists for every runtime. Three ways of calling, each timed
 over the whole list: ``tag(list, batch_size=32)``; ``tag(list, batch_size=1)``; and one
 sentence per call, as a service calls it (sentences/s, and the median and 99th
-percentile of the calls' latencies). seqkit returns every word's probability and every
-entity's (``scores=True``, the default); Flair its labels with their scores.
+percentile of the calls' latencies); and each process's peak resident memory. seqkit
+returns every word's probability and every entity's (``scores=True``, the default); Flair
+its labels with their scores.
 
 Each runtime runs in a child process of its own -- seqkit on PyTorch, seqkit on ONNX
-Runtime, Flair (``--peer-python``: a Python with ``flair`` installed; seqkit does not
-depend on it) -- one after another, in a rotated order each round, ``--repeats`` rounds;
+Runtime, optionally its int8 export (``--onnx-int8``: ``seqkit export ... --quantize int8``)
+and PyTorch with the CRF's NumPy loops instead of Numba's (``--numpy-loops``:
+``SEQKIT_NUMBA=0``), Flair (``--peer-python``: a Python with ``flair`` installed; seqkit
+does not depend on it) -- one after another, in a rotated order each round, ``--repeats`` rounds;
 each figure is the median over the rounds, and the ratios are seqkit's over Flair's. Every
 child computes with ``--threads`` threads. The Flair model is ``../shared/PEERS.md``'s: a
 ``SequenceTagger`` with a BiLSTM of 256 per direction and a CRF over one-hot word
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,7 +46,7 @@ DEV = ROOT / "data" / "wnut16" / "dev.conll"
 TRAIN = ROOT / "data" / "wnut16" / "train.conll"
 COPIES = 5  # 239 dev tweets x 5 = 1,195 sentences
 MODES = ("batch 32", "batch 1 over the list", "one sentence per call")  # sentences/s
-TIMES = ("median ms", "p99 ms", "import + load s")  # seconds or ms: lower is better
+TIMES = ("median ms", "p99 ms", "import + load s", "peak RSS MiB")  # lower is better
 
 
 def read_sentences(path: Path) -> list[list[list[str]]]:
@@ -131,6 +136,9 @@ def flair_child(sentences: list[list[str]]) -> dict:
     return {**figures, "import + load s": import_seconds, "dev f1": None, "tags": None}
 
 
+SEQKIT_RUNTIMES = {"torch": "torch", "torch-numpy": "torch", "onnx": "onnx", "onnx-int8": "onnx"}  # a child's name -> runtime=
+
+
 def child(arguments: argparse.Namespace) -> None:
     import torch
 
@@ -139,8 +147,10 @@ def child(arguments: argparse.Namespace) -> None:
     if arguments.child == "flair":
         result = flair_child(sentences)
     else:
-        result = seqkit_child(arguments.child, arguments.onnx if arguments.child == "onnx" else arguments.checkpoint, sentences)
-    print(json.dumps({**result, "threads": torch.get_num_threads(), "sentences": len(sentences)}))
+        path = {"onnx": arguments.onnx, "onnx-int8": arguments.onnx_int8}.get(arguments.child, arguments.checkpoint)
+        result = seqkit_child(SEQKIT_RUNTIMES[arguments.child], path, sentences)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: the child's own high-water mark
+    print(json.dumps({**result, "peak RSS MiB": peak, "threads": torch.get_num_threads(), "sentences": len(sentences)}))
 
 
 # --- The parent: children in turn, medians, ratios ------------------------------------------
@@ -148,8 +158,9 @@ def child(arguments: argparse.Namespace) -> None:
 
 def run_child(python: str, runtime: str, arguments: argparse.Namespace) -> dict:
     command = [python, __file__, "--child", runtime, "--threads", str(arguments.threads), "--checkpoint", arguments.checkpoint,
-               "--onnx", arguments.onnx or ""] + (["--quick", "--sentences", str(arguments.sentences)] if arguments.quick else [])  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+               "--onnx", arguments.onnx or "", "--onnx-int8", arguments.onnx_int8 or ""] + (["--quick", "--sentences", str(arguments.sentences)] if arguments.quick else [])  # fmt: skip
+    environment = {**os.environ, **({"SEQKIT_NUMBA": "0"} if runtime == "torch-numpy" else {})}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=environment)
     if done.returncode != 0:
         raise SystemExit(f"{runtime}: the child process failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -167,51 +178,54 @@ def report(results: dict[str, list[dict]], arguments: argparse.Namespace, loads:
     median = {runtime: {key: statistics.median(run[key] for run in runs) for key in (*MODES, *TIMES)}
               for runtime, runs in results.items()}  # fmt: skip
     runtimes = list(results)
+    mine = [runtime for runtime in runtimes if runtime != "flair"]
     print(f"{cpu_name()}; {os.cpu_count()} cores, {arguments.threads} threads per process; "
           f"{results[runtimes[0]][0]['sentences']:,} sentences; median of {len(results[runtimes[0]])} rounds")  # fmt: skip
     print(f"load average (1, 5, 15 min) at the start {loads[0][0]:.2f} {loads[0][1]:.2f} {loads[0][2]:.2f}, "
           f"at the end {loads[-1][0]:.2f} {loads[-1][1]:.2f} {loads[-1][2]:.2f}")  # fmt: skip
-    print("| mode | " + " | ".join(runtimes) + (" | torch / Flair | onnx / Flair |" if "flair" in results else " |"))
-    print("| --- |" + " ---: |" * (len(runtimes) + (2 if "flair" in results else 0)))
+    compared = mine if "flair" in results else []
+    print("| mode | " + " | ".join(runtimes) + " |" + "".join(f" {runtime} / Flair |" for runtime in compared))
+    print("| --- |" + " ---: |" * (len(runtimes) + len(compared)))
     for key in (*MODES, *TIMES):
         cells = [f"{median[runtime][key]:,.1f}" if key in TIMES else f"{median[runtime][key]:,.0f}" for runtime in runtimes]
         ratios = []
-        if "flair" in results:
-            for runtime in ("torch", "onnx"):
-                if runtime in median:
-                    mine, theirs = median[runtime][key], median["flair"][key]
-                    ratios.append(f"{(theirs / mine if key in TIMES else mine / theirs):.1f}x")  # how many times faster
-                else:
-                    ratios.append("")
+        for runtime in compared:
+            ours, theirs = median[runtime][key], median["flair"][key]
+            ratios.append(f"{(theirs / ours if key in TIMES else ours / theirs):.1f}x")  # how many times faster
         label = f"{key} (one sentence per call)" if key.endswith(" ms") else key
         print(f"| {label} | " + " | ".join(cells + ratios) + " |")
     for runtime in runtimes:
         if results[runtime][0]["dev f1"] is not None:
             print(f"{runtime}: dev entity F1 {results[runtime][0]['dev f1']:.4f}")
-    if "torch" in results and "onnx" in results:
-        print(f"torch and onnx give the same tags on the dev tweets: {results['torch'][0]['tags'] == results['onnx'][0]['tags']}")
+    for runtime in mine[1:]:
+        same = sum(a == b for a, b in zip(results[mine[0]][0]["tags"], results[runtime][0]["tags"]))
+        print(f"{runtime} gives {mine[0]}'s tags on {same} of {len(results[runtime][0]['tags'])} dev tweets")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="runs/ner/best")
     parser.add_argument("--onnx", default=None, help="an ONNX export of the checkpoint (seqkit export CKPT DIR --format onnx)")
+    parser.add_argument("--onnx-int8", default=None, help="its int8 export too (seqkit export CKPT DIR --format onnx --quantize int8)")
+    parser.add_argument("--numpy-loops", action="store_true", help="PyTorch with the CRF's NumPy loops too (SEQKIT_NUMBA=0), beside Numba's")
     parser.add_argument("--peer-python", default=None, help="a Python with flair installed, to run Flair in the same run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--quick", action="store_true", help="48 sentences, one round: a check that the script runs")
-    parser.add_argument("--child", choices=("torch", "onnx", "flair"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=(*SEQKIT_RUNTIMES, "flair"), help=argparse.SUPPRESS)
     parser.add_argument("--sentences", type=int, default=None, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.child:
         return child(arguments)
     arguments.checkpoint = str(Path(arguments.checkpoint).resolve())
     arguments.onnx = str(Path(arguments.onnx).resolve()) if arguments.onnx else None
+    arguments.onnx_int8 = str(Path(arguments.onnx_int8).resolve()) if arguments.onnx_int8 else None
     if arguments.quick:
         arguments.repeats, arguments.sentences = 1, 48
     if not (Path(arguments.checkpoint) / "config.yaml").is_file():
         raise SystemExit(f"{arguments.checkpoint}: no tagger checkpoint here; train one first: seqkit train recipes/ner.yaml")
-    runtimes = [("torch", sys.executable)] + ([("onnx", sys.executable)] if arguments.onnx else [])
+    runtimes = [("torch", sys.executable)] + ([("torch-numpy", sys.executable)] if arguments.numpy_loops else [])
+    runtimes += [(name, sys.executable) for name, path in (("onnx", arguments.onnx), ("onnx-int8", arguments.onnx_int8)) if path]
     runtimes += [("flair", arguments.peer_python)] if arguments.peer_python else []
     results: dict[str, list[dict]] = {runtime: [] for runtime, _ in runtimes}
     loads = [os.getloadavg()]

@@ -20,7 +20,8 @@ the distribution decoding searches -- so ``k_best(...)[0]`` is ``decode``'s sequ
 Decoding and the probabilities run at inference, a sentence or a batch at a time, on a few
 dozen tags: there a torch operation costs more to dispatch than to compute, so ``decode``,
 ``marginals`` and ``log_prob_within`` step through time in NumPy (on the CPU, whatever
-device the emissions come from; an ONNX Runtime tagger's emissions are NumPy already).
+device the emissions come from; an ONNX Runtime tagger's emissions are NumPy already),
+or in the same loops compiled by Numba where it is installed (``crf_kernels``).
 Viterbi keeps float32 and adds in the same order as the training-side float32 code, so it
 finds the same path; forward-backward runs in probability space with each step rescaled
 (float64), a matrix product per step in place of a log-sum-exp over every tag pair.
@@ -28,11 +29,13 @@ finds the same path; forward-backward runs in probability space with each step r
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from . import crf_kernels
 
 
 class CRF(nn.Module):
@@ -137,8 +140,9 @@ class CRF(nn.Module):
         """
         transitions, start, end = self._arrays(constrained, np.float64)
         scores, lengths = _as_array(emissions, np.float64), _lengths(mask)
-        alphas, _ = _scaled_forward(scores, lengths, transitions, start, end)
-        betas = _scaled_backward(scores, lengths, transitions, end)
+        loops = _loops()
+        alphas, _ = loops.scaled_forward(scores, lengths, transitions, start, end)
+        betas = loops.scaled_backward(scores, lengths, transitions, end)
         # alpha * beta is proportional to the marginal at each token: normalise over the tags
         joint = np.nan_to_num(alphas * betas)  # 0 past a row's end
         total = joint.sum(2, keepdims=True)
@@ -156,7 +160,7 @@ class CRF(nn.Module):
         scores, lengths = _as_array(emissions, np.float64), _lengths(mask)
         restricted = np.where(_as_array(allowed, bool), scores, -np.inf)
         # both partition functions in one pass: the restricted rows, then the plain ones
-        _, log_z = _scaled_forward(np.concatenate([restricted, scores]), np.concatenate([lengths, lengths]), transitions, start, end)
+        _, log_z = _loops().scaled_forward(np.concatenate([restricted, scores]), np.concatenate([lengths, lengths]), transitions, start, end)
         batch = len(lengths)
         log_probability = np.minimum(log_z[:batch] - log_z[batch:], 0.0)
         return torch.from_numpy(log_probability.astype(np.float32)).to(emissions.device)
@@ -209,7 +213,7 @@ class CRF(nn.Module):
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor, constrained: bool = True) -> list[list[int]]:
         """The best tag sequence for each row (Viterbi), cut to its real length."""
         transitions, start, end = self._arrays(constrained, np.float32)
-        return _viterbi(_as_array(emissions, np.float32), _lengths(mask), transitions, start, end)
+        return _loops().viterbi(_as_array(emissions, np.float32), _lengths(mask), transitions, start, end)
 
     def _arrays(self, constrained: bool, dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``_potentials`` as NumPy arrays of ``dtype``, kept until a parameter changes (an
@@ -238,6 +242,21 @@ def _as_array(tensor: torch.Tensor | np.ndarray, dtype: type) -> np.ndarray:
 def _lengths(mask: torch.Tensor) -> np.ndarray:
     """(batch,) real lengths of a left-aligned (batch, time) mask."""
     return mask.sum(1).cpu().numpy().astype(np.int64)
+
+
+class _Loops(NamedTuple):
+    viterbi: Callable
+    scaled_forward: Callable
+    scaled_backward: Callable
+
+
+def _loops() -> _Loops:
+    """The inference loops over time: Numba's compiled ones where Numba is installed
+    (``seqkit[fast]``; ``crf_kernels``), else the NumPy ones below. Both give the same paths
+    and the same probabilities (to the last bits of float64)."""
+    if crf_kernels.available():
+        return _Loops(crf_kernels.viterbi, crf_kernels.scaled_forward, crf_kernels.scaled_backward)
+    return _Loops(_viterbi, _scaled_forward, _scaled_backward)
 
 
 def _viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> list[list[int]]:

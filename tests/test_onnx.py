@@ -188,6 +188,38 @@ def test_cli_export_and_predict_with_onnx_runtime(small_tagger, tmp_path):
     assert [(r["tokens"], r["tags"], [s["text"] for s in r["spans"]]) for r in records[0]] == [(r["tokens"], r["tags"], [s["text"] for s in r["spans"]]) for r in records[1]]
 
 
+def test_int8_export_quantizes_the_lstm_and_tags_alike(small_tagger, tmp_path):
+    import onnx
+
+    runner = CliRunner()
+    target = tmp_path / "ner-int8"
+    exported = runner.invoke(main, ["export", str(small_tagger), str(target), "--format", "onnx", "--quantize", "int8"])
+    assert exported.exit_code == 0, exported.output
+    assert "its LSTM weights in int8" in exported.output and "evaluate it on your data" in exported.output
+    assert "WARNING" not in exported.output  # ONNX Runtime's advice on pre-processing is kept from the user
+    graph = onnx.load(str(target / "model.onnx"))
+    assert [node.op_type for node in graph.graph.node].count("DynamicQuantizeLSTM") == 2  # both directions
+    metadata = {entry.key: entry.value for entry in graph.metadata_props}
+    assert metadata["seqkit.quantized"] == "int8" and metadata["seqkit.task"] == "tagging" and "seqkit.crf" in metadata
+    assert (target / "model.onnx").stat().st_size < (export_onnx(small_tagger, tmp_path / "float")[0] / "model.onnx").stat().st_size
+    int8, reference = seqkit.Tagger.from_pretrained(target, runtime="onnx"), seqkit.Tagger.from_pretrained(small_tagger, device="cpu")
+    for mine, theirs in zip(int8.tag(TEXTS), reference.tag(TEXTS)):
+        assert (mine.tokens, mine.offsets) == (theirs.tokens, theirs.offsets) and len(mine.tags) == len(theirs.tags)
+        assert np.allclose(mine.scores, theirs.scores, atol=0.2, rtol=0)  # int8 weights: close, not equal
+    refused = runner.invoke(main, ["export", str(small_tagger), str(tmp_path / "archive.tar.gz"), "--quantize", "int8"])
+    assert refused.exit_code == 2 and "--quantize int8 quantizes an ONNX graph: it goes with --format onnx" in refused.output
+
+
+def test_int8_export_refuses_a_model_without_an_lstm(tweets, tmp_path):
+    data = str(tweets / "train.conll")
+    recipe = {**TINY_TAGGER, "output_dir": str(tmp_path / "runs" / "gru"), "data": {"train": data, "valid": data},
+              "model": {**TINY_TAGGER["model"], "encoder": "gru", "char_features": "none"}, "train": {**TINY_TAGGER["train"], "epochs": 1}}  # fmt: skip
+    checkpoint = _train(tmp_path, recipe, "train.eval_every=null")
+    with pytest.raises(SeqkitError, match=r"--quantize int8 stores LSTM layers' weights in int8 .* this gru model has none: export it without --quantize"):
+        export_onnx(checkpoint, tmp_path / "gru-int8", quantize="int8")
+    assert not (tmp_path / "gru-int8").exists()
+
+
 def test_bad_input_is_one_line(small_tagger, tmp_path, monkeypatch):
     runner = CliRunner()
     with pytest.raises(CheckpointError, match=r"a checkpoint, not an ONNX export: write one with seqkit export CHECKPOINT DIR --format onnx"):

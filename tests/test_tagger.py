@@ -141,14 +141,18 @@ def test_predict_and_eval_commands(trained_tagger, tmp_path):
 
 
 def test_tag_throughput_benchmark_runs_quick(trained_tagger):
-    """benchmarks/tag_throughput.py --quick: seqkit on PyTorch, 48 sentences, one round (the
-    full benchmark, with ONNX and Flair beside it, is run by hand)."""
+    """benchmarks/tag_throughput.py --quick: seqkit on PyTorch with Numba's and with NumPy's
+    CRF loops, 48 sentences, one round (the full benchmark, with ONNX and Flair beside it,
+    is run by hand)."""
+    import re
     import subprocess
     import sys
 
     from helpers import ROOT
 
-    command = [sys.executable, str(ROOT / "benchmarks" / "tag_throughput.py"), "--checkpoint", str(trained_tagger.run_dir / "best"), "--quick", "--threads", "1"]
+    command = [sys.executable, str(ROOT / "benchmarks" / "tag_throughput.py"), "--checkpoint", str(trained_tagger.run_dir / "best"), "--quick",
+               "--threads", "1", "--numpy-loops"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "| one sentence per call | " in done.stdout and "torch: dev entity F1" in done.stdout
+    assert re.search(r"torch-numpy gives torch's tags on (\d+) of \1 dev tweets", done.stdout), done.stdout
