@@ -177,9 +177,11 @@ def train(recipe: Path, overrides: tuple[str, ...], output_dir: Optional[str], r
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of text.")
 @click.option("--batch-size", type=click.IntRange(1, 10_000), help="Sequences (or rows, for a language model) per batch.")
 @click.option("--beam", type=click.IntRange(1, 100), help="seq2seq: beam search of this width instead of greedy decoding.")
+@_runtime_option
 @_encoding_option
 @_threads_option
-def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Optional[int], beam: Optional[int], encoding: str, threads: Optional[int]) -> None:
+def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Optional[int], beam: Optional[int], runtime: str, encoding: str,
+             threads: Optional[int]) -> None:  # fmt: skip
     """Evaluate CHECKPOINT on a data file: perplexity for a language model; entity
     precision, recall and F1 (per type and micro) and token accuracy for a tagger (plain
     tags: token accuracy, on unseen words too, and per-tag scores); accuracy, macro-F1 and
@@ -187,8 +189,8 @@ def evaluate(checkpoint: str, data_path: Path, as_json: bool, batch_size: Option
     from .api import load
     from .errors import NotTextError
 
-    _use_threads(threads)
-    model = load(checkpoint)
+    _use_threads(threads)  # ONNX Runtime computes with as many threads
+    model = load(checkpoint, runtime=runtime)
     if beam is not None and model.task != "seq2seq":
         raise click.UsageError("--beam is for seq2seq models")
     options = {"batch_size": batch_size} if batch_size else {}

@@ -157,6 +157,9 @@ def test_language_model_carries_its_state(tmp_path):
         got, state = onnx_lm.model(tokens[:, :1], state=state)
     assert float((got - expected).abs().max()) <= TOLERANCE
     assert all(float((mine - theirs).abs().max()) <= TOLERANCE for mine, theirs in zip(state, expected_state))
+    evaluated = [json.loads(CliRunner().invoke(main, ["eval", str(where), "--data", str(data / "test.txt"), "--json", *extra]).output)
+                 for where, extra in ((checkpoint, []), (exported, ["--runtime", "onnx"]))]  # fmt: skip
+    assert evaluated[1]["perplexity"] == pytest.approx(evaluated[0]["perplexity"], rel=1e-5) and evaluated[1]["tokens"] == evaluated[0]["tokens"]
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +189,13 @@ def test_cli_export_and_predict_with_onnx_runtime(small_tagger, tmp_path):
     assert all(output.exit_code == 0 for output in outputs), [output.output for output in outputs]
     records = [[json.loads(line) for line in output.output.splitlines()] for output in outputs]
     assert [(r["tokens"], r["tags"], [s["text"] for s in r["spans"]]) for r in records[0]] == [(r["tokens"], r["tags"], [s["text"] for s in r["spans"]]) for r in records[1]]
+    data = str(tmp_path / "dev.conll")
+    (tmp_path / "dev.conll").write_text(first_sentences(WNUT / "dev.conll", 30), encoding="utf-8")
+    scored = [runner.invoke(main, ["eval", where, "--data", data, "--json", *extra]) for where, extra in
+              ((str(small_tagger), []), (target, ["--runtime", "onnx"]))]  # fmt: skip
+    assert all(output.exit_code == 0 for output in scored), [output.output for output in scored]
+    assert {key: value for key, value in json.loads(scored[1].output).items() if key != "checkpoint"} == \
+        {key: value for key, value in json.loads(scored[0].output).items() if key != "checkpoint"}  # fmt: skip
 
 
 def test_int8_export_quantizes_the_lstm_and_tags_alike(small_tagger, tmp_path):

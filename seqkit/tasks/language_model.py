@@ -159,8 +159,12 @@ def evaluate_language_model(
     state = None
     for chunk in chunks:
         with autocast(device, precision):
-            states, _, state = model.encode(chunk.token_ids, state=state)
-            nll = model.head.nll(states, chunk.targets).flatten()  # exact: the target's log-probability under the whole distribution
+            if getattr(model, "runtime", "torch") == "onnx":  # the graph gives the scores (logits, or an adaptive softmax's log-probabilities)
+                scores, state = model(chunk.token_ids, state=state)
+                nll = -scores.float().log_softmax(-1).gather(-1, chunk.targets.unsqueeze(-1)).flatten()
+            else:
+                states, _, state = model.encode(chunk.token_ids, state=state)
+                nll = model.head.nll(states, chunk.targets).flatten()  # exact: the target's log-probability under the whole distribution
         real = chunk.targets.flatten() != pad_id
         unknown = chunk.targets.flatten() == unk_id
         sums += torch.stack([nll[real].sum(), real.sum(), nll[unknown].sum(), unknown.sum()]).double()
