@@ -39,8 +39,8 @@ import re
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -104,12 +104,14 @@ class KneserNey:
             entry[min(count, 3)] += 1
         return {context: tuple(entry) for context, entry in stats.items()}  # type: ignore[misc]
 
+    def _known(self, token: str) -> str:
+        return token if token in self.vocabulary else UNK
+
     def prob(self, word: str, context: Sequence[str]) -> float:
         """p(word | the last order-1 tokens of context); words outside the vocabulary are
         ``<unk>`` (in the context as well)."""
-        known = lambda token: token if token in self.vocabulary else UNK  # noqa: E731
-        word = known(word)
-        history = tuple(known(token) for token in context[len(context) - (self.order - 1):]) if self.order > 1 else ()
+        word = self._known(word)
+        history = tuple(self._known(token) for token in context[len(context) - (self.order - 1):]) if self.order > 1 else ()
         p = 1.0 / len(self.vocabulary)
         for k in range(1, self.order + 1):
             if k - 1 > len(history):
@@ -163,6 +165,10 @@ def split_paths(data: Path) -> dict[str, Path]:
     return paths
 
 
+def _shown(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f}"
+
+
 def main(argv: Iterable[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "moby-dick", help="folder with train/valid/test .txt or .txt.gz (default: Moby-Dick)")
@@ -171,7 +177,9 @@ def main(argv: Iterable[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
-    from seqkit.runtime import describe_cpu  # imports torch: only the command line needs it
+    from seqkit.runtime import (
+        describe_cpu,  # imports torch: only the command line needs it
+    )
 
     print(describe_cpu())
     streams = {split: read_tokens(path) for split, path in split_paths(args.data).items()}
@@ -187,8 +195,7 @@ def main(argv: Iterable[str] | None = None) -> None:
         print(f"| Kneser-Ney {order}-gram | {valid:.1f} | {test:.1f} | {valid_oov} / {test_oov} | {time.process_time() - start:.1f} s |", flush=True)
     for run in args.run:
         valid, test = run_metrics(run)
-        show = lambda value: "?" if value is None else f"{value:.1f}"  # noqa: E731
-        print(f"| seqkit {run} (best/) | {show(valid)} | {show(test)} | | |")
+        print(f"| seqkit {run} (best/) | {_shown(valid)} | {_shown(test)} | | |")
 
 
 if __name__ == "__main__":

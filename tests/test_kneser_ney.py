@@ -9,7 +9,6 @@ import importlib.util
 import math
 
 import pytest
-
 from helpers import MOBY, ROOT, first_lines
 
 _spec = importlib.util.spec_from_file_location("kneser_ney", ROOT / "benchmarks" / "kneser_ney.py")
