@@ -42,8 +42,9 @@ tokenization, batching, decoding, spans and offsets are the same code for both r
 quantization: ``DynamicQuantizeLSTM``, activations quantized as they come): the recurrence
 is most of a tagger's time, and int8 weights halve it on a CPU with or without VNNI. Scores
 move by up to about 0.1 (the float graph is checked against PyTorch first; the int8
-graph's difference is reported, not bounded), so a few tags can change: evaluate the export
-on your data before deploying it. ``model.onnx``'s metadata says ``seqkit.quantized: int8``.
+graph's difference is reported, not bounded), so a few tags can change, and a sentence's
+scores depend slightly on its batch (activations are scaled by each batch's range) and on
+the thread count: evaluate the export on your data before deploying it. ``model.onnx``'s metadata says ``seqkit.quantized: int8``.
 """
 
 from __future__ import annotations
