@@ -88,6 +88,8 @@ class Batcher:
         self.thread = threading.Thread(target=self._work, name="seqkit-serve-model", daemon=True)
 
     def start(self) -> None:
+        if isinstance(self.model, Tagger):  # the first decoding loads (or compiles) the CRF's loops: before serving, not in a request
+            self.model.tag("warm up")
         self.thread.start()
 
     def stop(self) -> None:
