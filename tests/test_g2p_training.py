@@ -1,0 +1,43 @@
+"""G2P training settings: label smoothing for seq2seq (``train.label_smoothing``)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import short_pairs, write_seq2seq_recipe
+
+from seqkit.config import load_recipe
+from seqkit.errors import RecipeError
+from seqkit.model import build_model
+from seqkit.tasks import Seq2SeqTask
+
+
+def _task_model_batch(tmp_path, **train):
+    tmp_path.mkdir()
+    recipe = load_recipe(write_seq2seq_recipe(tmp_path, short_pairs(16), **train))
+    task = Seq2SeqTask(recipe, Seq2SeqTask.make_tokenizer(recipe))
+    torch.manual_seed(0)
+    model = build_model("seq2seq", recipe.model, task.tokenizer.get_vocab_size(), task.source_pad, task.labels)
+    return task, model, task._batch("train", range(16))
+
+
+def test_label_smoothing_is_the_smoothed_cross_entropy_in_training_only(tmp_path):
+    task, model, batch = _task_model_batch(tmp_path / "smooth", label_smoothing=0.1)
+    plain_task, _, _ = _task_model_batch(tmp_path / "plain")
+    loss, count, _ = task.loss(model, batch, None)
+    plain, plain_count, _ = plain_task.loss(model, batch, None)
+    logits = model(batch.sources, batch.lengths, batch.inputs).flatten(0, 1)
+    expected = F.cross_entropy(logits, batch.targets.flatten(), ignore_index=task.target_ids.pad, label_smoothing=0.1)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(plain, F.cross_entropy(logits, batch.targets.flatten(), ignore_index=task.target_ids.pad))
+    assert count == plain_count and abs(loss.item() - plain.item()) > 1e-4
+    # validation reports the plain loss whatever the training loss is
+    assert task.evaluate(model)["loss"] == pytest.approx(plain_task.evaluate(model)["loss"])
+
+
+def test_label_smoothing_is_refused_outside_seq2seq_and_out_of_range(tmp_path):
+    recipe = tmp_path / "lm.yaml"
+    recipe.write_text("task: language_model\ntrain:\n  label_smoothing: 0.1\n", encoding="utf-8")
+    with pytest.raises(RecipeError, match=r"train\.label_smoothing.*only seq2seq uses it"):
+        load_recipe(recipe, check_files=False)
+    with pytest.raises(RecipeError, match=r"train\.label_smoothing"):
+        load_recipe(write_seq2seq_recipe(tmp_path, short_pairs(4), label_smoothing=1.0))
