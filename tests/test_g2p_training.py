@@ -1,9 +1,13 @@
-"""G2P training settings: label smoothing for seq2seq (``train.label_smoothing``)."""
+"""G2P training settings: label smoothing for seq2seq (``train.label_smoothing``) and the
+training file with every listed pronunciation (data/cmudict/train-all.tsv.gz)."""
+
+import gzip
+import hashlib
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import short_pairs, write_seq2seq_recipe
+from helpers import CMUDICT, short_pairs, write_seq2seq_recipe
 
 from seqkit.config import load_recipe
 from seqkit.errors import RecipeError
@@ -41,3 +45,19 @@ def test_label_smoothing_is_refused_outside_seq2seq_and_out_of_range(tmp_path):
         load_recipe(recipe, check_files=False)
     with pytest.raises(RecipeError, match=r"train\.label_smoothing"):
         load_recipe(write_seq2seq_recipe(tmp_path, short_pairs(4), label_smoothing=1.0))
+
+
+def test_train_all_adds_only_the_training_words_alternatives():
+    """data/cmudict/train-all.tsv.gz: train.tsv.gz's lines in order, each followed by its
+    word's alternatives; no dev or test word (md5 buckets 0 and 1) is in it."""
+    train = gzip.open(CMUDICT / "train.tsv.gz", "rt", encoding="utf-8").read().splitlines()
+    every = gzip.open(CMUDICT / "train-all.tsv.gz", "rt", encoding="utf-8").read().splitlines()
+    assert len(train) == 112_652 and len(every) == 120_583
+    firsts, seen = [], set()
+    for line in every:
+        word = line.split("\t")[0]
+        if word not in seen:
+            seen.add(word)
+            firsts.append(line)
+    assert firsts == train and len(set(every)) == len(every)  # the primary first, no line twice
+    assert all(int(hashlib.md5(word.encode("utf-8")).hexdigest(), 16) % 20 >= 2 for word in seen)
