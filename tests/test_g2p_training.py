@@ -61,3 +61,11 @@ def test_train_all_adds_only_the_training_words_alternatives():
             firsts.append(line)
     assert firsts == train and len(set(every)) == len(every)  # the primary first, no line twice
     assert all(int(hashlib.md5(word.encode("utf-8")).hexdigest(), 16) % 20 >= 2 for word in seen)
+
+
+def test_dev_all_lists_the_dev_words_with_their_alternatives():
+    dev = gzip.open(CMUDICT / "dev.tsv.gz", "rt", encoding="utf-8").read().splitlines()
+    every = gzip.open(CMUDICT / "dev-all.tsv.gz", "rt", encoding="utf-8").read().splitlines()
+    words = [line.split("\t")[0] for line in every]
+    assert len(every) == 6_574 and list(dict.fromkeys(words)) == [line.split("\t")[0] for line in dev]
+    assert set(dev) <= set(every) and all(int(hashlib.md5(word.encode("utf-8")).hexdigest(), 16) % 20 == 1 for word in words)
