@@ -1,5 +1,5 @@
 """G2P training settings: label smoothing for seq2seq (``train.label_smoothing``) and the
-training file with every listed pronunciation (data/cmudict/train-all.tsv.gz)."""
+training files with every listed pronunciation (data/cmudict/*-all.tsv.gz)."""
 
 import gzip
 import hashlib
@@ -69,3 +69,4 @@ def test_dev_all_lists_the_dev_words_with_their_alternatives():
     words = [line.split("\t")[0] for line in every]
     assert len(every) == 6_574 and list(dict.fromkeys(words)) == [line.split("\t")[0] for line in dev]
     assert set(dev) <= set(every) and all(int(hashlib.md5(word.encode("utf-8")).hexdigest(), 16) % 20 == 1 for word in words)
+
