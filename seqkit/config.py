@@ -188,6 +188,7 @@ class TrainConfig(_Section):
     lr_decay_per_layer: float = Field(1.0, ge=1.0)  # discriminative learning rates: each layer group down learns at lr / this
     teacher_forcing: float = Field(1.0, ge=0.0, le=1.0)  # seq2seq: share of decoder steps fed the gold previous token, first epoch
     teacher_forcing_end: Optional[float] = Field(None, ge=0.0, le=1.0)  # seq2seq: ... last epoch (linear in between); null: constant
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # seq2seq: training loss against (1 - this) x the gold token + this spread over the vocabulary
 
     @field_validator("threads", mode="before")
     @classmethod

@@ -69,6 +69,7 @@ TASK_KEYS: tuple[TaskKey, ...] = (
     TaskKey(("model", "attention"), ("seq2seq",), "luong"),
     TaskKey(("train", "teacher_forcing"), ("seq2seq",), 1.0),
     TaskKey(("train", "teacher_forcing_end"), ("seq2seq",), None),
+    TaskKey(("train", "label_smoothing"), ("seq2seq",), 0.0),
     TaskKey(("target_tokenizer",), ("seq2seq",), None, "only seq2seq has a target tokenizer; remove it"),
     TaskKey(("train", "class_weights"), ("tagging", "classification"), None, "only tagging and classification weigh classes; remove it"),
     TaskKey(("train", "loss"), ("regression",), "mse", "only regression chooses its loss; remove it"),

@@ -1,13 +1,16 @@
 """Encoder-decoder seq2seq: grapheme-to-phoneme on CMUdict slices."""
 
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
 from click.testing import CliRunner
 
 import seqkit
-from helpers import CMUDICT, run_python, short_pairs, write_seq2seq_recipe
+from helpers import CMUDICT, ROOT, run_python, short_pairs, write_seq2seq_recipe
 from seqkit.cli import main
 from seqkit.config import load_recipe
 from seqkit.data import read_examples
@@ -113,3 +116,17 @@ def test_pair_files_name_file_and_line(tmp_path):
         read_examples(path, targets="text")
     examples = read_examples(CMUDICT / "dev.tsv.gz", targets="text")
     assert len(examples) == 6146 and examples.targets[0].split()[0].isupper()
+
+
+def test_g2p_eval_benchmark_scores_with_and_without_stress(trained_seq2seq, tmp_path):
+    """benchmarks/g2p_eval.py on the overfitted model: its own words are right both ways; a
+    reference that differs only in a stress digit is wrong with stress and right without."""
+    pairs = (trained_seq2seq.run_dir.parent.parent / "pairs.tsv").read_text(encoding="utf-8").splitlines()
+    word, phonemes = pairs[0].split("\t")
+    restressed = re.sub(r"\d", lambda digit: "2" if digit.group() != "2" else "1", phonemes, count=1)
+    data = tmp_path / "restressed.tsv"
+    data.write_text(f"{word}\t{restressed}\n" + "\n".join(pairs[1:]) + "\n", encoding="utf-8")
+    command = [sys.executable, str(ROOT / "benchmarks" / "g2p_eval.py"), str(trained_seq2seq.run_dir / "best"), "--data", str(data), "--beam", "3"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"with stress PER {1 / sum(len(p.split(chr(9))[1].split()) for p in pairs):.2%} WER {1 / len(pairs):.2%}; stress ignored PER 0.00% WER 0.00%" in done.stdout

@@ -102,10 +102,12 @@ class Seq2SeqTask:
         return -(-len(self.encoded["train"][0]) // self.recipe.train.batch_size)
 
     def loss(self, model: Seq2SeqModel, batch: PairBatch, carry: None) -> tuple[torch.Tensor, torch.Tensor, None]:
-        """Mean next-token cross-entropy over the target tokens, their number, no state."""
+        """Mean next-token cross-entropy over the target tokens (label-smoothed by
+        ``train.label_smoothing``; validation reports the plain one), their number, no state."""
         batch = batch.to(next(model.parameters()).device)
         logits = model(batch.sources, batch.lengths, batch.inputs, self.teacher_forcing)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=self.target_ids.pad)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=self.target_ids.pad,
+                               label_smoothing=self.recipe.train.label_smoothing)  # fmt: skip
         return loss, (batch.targets != self.target_ids.pad).sum(), None
 
     @torch.inference_mode()
