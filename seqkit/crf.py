@@ -71,7 +71,7 @@ class CRF(nn.Module):
         self.register_buffer("transition_penalty", penalty(allowed, (num_tags, num_tags)), persistent=False)
         self.register_buffer("start_penalty", penalty(can_start, (num_tags,)), persistent=False)
         self.register_buffer("end_penalty", penalty(can_end, (num_tags,)), persistent=False)
-        self._array_cache: dict = {}  # _arrays: NumPy copies of the potentials, per parameter version
+        self._array_cache: dict = {}  # _arrays: NumPy copies of the potentials, for the parameters' current values
 
     def forward(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood of ``tags``, averaged over the batch.
@@ -216,12 +216,16 @@ class CRF(nn.Module):
         return _loops().viterbi(_as_array(emissions, np.float32), _lengths(mask), transitions, start, end)
 
     def _arrays(self, constrained: bool, dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``_potentials`` as NumPy arrays of ``dtype``, kept until a parameter changes (an
-        optimizer step or ``load_state_dict`` bumps its version)."""
+        """``_potentials`` as NumPy arrays of ``dtype``, kept while the parameters hold the
+        same values. The check compares the values themselves, not the tensors' version
+        counters: a fused optimizer step (``torch.optim.Adam(fused=True)``, what seqkit
+        trains with on a CPU) updates them in place without bumping ``_version``, and a
+        cache keyed on it decoded every evaluation during training with the transitions
+        of the first one."""
         parameters = (self.transitions, self.start_transitions, self.end_transitions)
-        version = tuple((parameter._version, parameter.data_ptr()) for parameter in parameters)
-        if self._array_cache.get("version") != version:  # only the current parameters' arrays are kept
-            self._array_cache = {"version": version}
+        cached = self._array_cache.get("values")
+        if cached is None or not all(torch.equal(parameter.detach(), copy) for parameter, copy in zip(parameters, cached)):
+            self._array_cache = {"values": tuple(parameter.detach().clone() for parameter in parameters)}  # only the current ones
         key = (constrained, dtype)
         if key not in self._array_cache:
             with torch.no_grad():  # the sums in float32, as ``_potentials`` computes them, then cast
