@@ -258,9 +258,7 @@ def _loops() -> _Loops:
     """The inference loops over time: Numba's compiled ones where Numba is installed
     (``seqkit[fast]``; ``crf_kernels``), else the NumPy ones below. Both give the same paths
     and the same probabilities (to the last bits of float64)."""
-    if crf_kernels.available():
-        return _Loops(crf_kernels.viterbi, crf_kernels.scaled_forward, crf_kernels.scaled_backward)
-    return _Loops(_viterbi, _scaled_forward, _scaled_backward)
+    return _COMPILED_LOOPS if crf_kernels.available() else _NUMPY_LOOPS
 
 
 def _viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> list[list[int]]:
@@ -348,6 +346,10 @@ def _scaled_backward(scores: np.ndarray, lengths: np.ndarray, transitions: np.nd
             beta = following if step + 1 < shortest else np.where((step + 1 < lengths)[:, None], following, end_factor)
             betas[:, step] = beta
     return betas
+
+
+_NUMPY_LOOPS = _Loops(_viterbi, _scaled_forward, _scaled_backward)
+_COMPILED_LOOPS = _Loops(crf_kernels.viterbi, crf_kernels.scaled_forward, crf_kernels.scaled_backward)
 
 
 def _flatten(flags: Sequence) -> list[bool]:

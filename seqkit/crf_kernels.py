@@ -3,10 +3,10 @@
 ``crf.py`` decodes and computes probabilities with NumPy, one array operation per time
 step. For one short sentence -- a service's call -- each step's operations cost more to
 dispatch than to compute: Viterbi and forward-backward over a 20-word tweet took 2.8 ms of
-a 7.9 ms ``tag()`` call under ONNX Runtime (CPU time, Zen 3, under load). The same three loops compiled by Numba
-(``pip install seqkit[fast]``) run in a few dozen microseconds (one 20-word sentence, 41
-tags, Zen 3: Viterbi 31 us against 370, forward 44 against 477, backward 60 against 311,
-measured under load).
+a 7.9 ms ``tag()`` call under ONNX Runtime (CPU time, Zen 3, under load). The same three
+loops compiled by Numba (``pip install seqkit[fast]``) run in a few dozen microseconds (one
+20-word sentence, 41 tags, Zen 3 under load: Viterbi 31 us against 370, forward 44 against
+477, backward 60 against 311).
 
 Each function here takes and returns exactly what its NumPy twin in ``crf.py`` does and
 computes the same quantities in the same precision: ``viterbi`` adds in float32 in the same
