@@ -6,6 +6,11 @@ once (a word listed more than once is right when it matches any of its lines, as
 `seqkit eval` scores it) and reports PER and WER both ways:
 
     python benchmarks/g2p_eval.py runs/g2p/best --data data/cmudict/test-all.tsv.gz --beam 5
+
+Several checkpoints decode as one ensemble (``seqkit.Seq2Seq.ensemble``: each step's
+next-phoneme distribution is the mean of theirs):
+
+    python benchmarks/g2p_eval.py runs/g2p/best runs/g2p-gru/best --data data/cmudict/test-all.tsv.gz --beam 5
 """
 
 from __future__ import annotations
@@ -30,20 +35,21 @@ def without_stress(phonemes: list[str]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="one checkpoint, or several to decode as an ensemble")
     parser.add_argument("--data", required=True, help="WORD<TAB>PHONEMES lines (.tsv or .tsv.gz)")
     parser.add_argument("--beam", type=int, default=None, help="beam width (default: greedy)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started, cpu = time.perf_counter(), time.process_time()
-    model = seqkit.Seq2Seq.from_pretrained(args.checkpoint, device="cpu")
+    paths = args.checkpoints
+    model = seqkit.Seq2Seq.from_pretrained(paths[0], device="cpu") if len(paths) == 1 else seqkit.Seq2Seq.ensemble(paths, device="cpu")
     examples = read_examples(args.data, targets="text")
     words, references = group_references(examples.inputs, [target.split() for target in examples.targets])
     predicted = model.predict(words, beam=args.beam, batch_size=256)
     stressed = sequence_error_rates(references, predicted)
     plain = sequence_error_rates([[without_stress(option) for option in options] for options in references], [without_stress(p) for p in predicted])
-    decoding = f"beam {args.beam}" if args.beam else "greedy"
+    decoding = (f"beam {args.beam}" if args.beam else "greedy") + (f", an ensemble of {len(paths)}" if len(paths) > 1 else "")
     print(f"{args.data}: {stressed['sequences']:,} words, {decoding}; with stress PER {stressed['per']:.2%} WER {stressed['wer']:.2%}; "
           f"stress ignored PER {plain['per']:.2%} WER {plain['wer']:.2%} "
           f"({time.process_time() - cpu:.0f} CPU-s, {time.perf_counter() - started:.0f} s wall, {args.threads} thread(s))")  # fmt: skip

@@ -43,7 +43,7 @@ from .errors import NotTextError, SeqkitError
 from .hub import open_checkpoint
 from .labels import LabelSet, Targets, spans
 from .metrics import group_references, sequence_error_rates
-from .model import SequenceModel
+from .model import Seq2SeqEnsemble, SequenceModel
 from .runtime import resolve_device
 from .tasks import encode_inputs, evaluate_language_model_file, evaluate_tagger, predict_outputs, predict_tags, score_tags
 from .tasks.tagging import ScoredTags
@@ -135,6 +135,8 @@ class Pretrained:
             raise TypeError(f"directory: expected a path (a str or os.PathLike), not {type(directory).__name__}")
         if getattr(self.model, "runtime", "torch") == "onnx":
             raise SeqkitError(f"{directory}: this model runs on ONNX Runtime and holds no PyTorch weights to save: save the checkpoint it was exported from")
+        if isinstance(self.model, Seq2SeqEnsemble):
+            raise SeqkitError(f"{directory}: an ensemble is not one checkpoint: save each of its members")
         check_save_target(directory, overwrite)
         return save_checkpoint(directory, self.model, self.recipe, self.tokenizer, self.info, labels=self.labels)
 
@@ -609,6 +611,36 @@ class Seq2Seq(Pretrained):
     def target_tokenizer(self) -> Tokenizer:
         """The outputs' tokenizer (``target_tokenizer.json``)."""
         return self.labels
+
+    @classmethod
+    def ensemble(cls, paths: Sequence[Union[str, Path]], device: str = "auto") -> "Seq2Seq":
+        """Several seq2seq checkpoints that decode as one model: at each step the next
+        token's distribution is the mean of theirs (``model.Seq2SeqEnsemble``), for greedy
+        and beam search alike. ``predict`` and ``evaluate`` work as for one model; an
+        ensemble cannot be saved or trained (save its members).
+
+        Args:
+            paths: what ``from_pretrained`` takes, one per member (two or more, typically
+                the same recipe trained with different seeds or cells).
+            device: as for ``from_pretrained``.
+
+        Raises:
+            ValueError: fewer than two paths, or a member whose source or target
+                tokenizer differs from the first's (its ids would mean other letters or
+                phonemes), naming it.
+        """
+        if isinstance(paths, (str, os.PathLike)) or len(paths) < 2:
+            raise ValueError("paths: an ensemble takes a list of two or more seq2seq checkpoints")
+        members = [cls.from_pretrained(path, device=device) for path in paths]
+        first = members[0]
+        for path, member in zip(paths[1:], members[1:]):
+            for name, mine, theirs in (("source", member.tokenizer, first.tokenizer), ("target", member.labels, first.labels)):
+                if mine.to_str() != theirs.to_str():
+                    raise ValueError(f"{path}: its {name} tokenizer differs from {paths[0]}'s; an ensemble's members must share both vocabularies")
+        model = Seq2SeqEnsemble([member.model for member in members]).to(first.device)
+        ensemble = cls(model, first.recipe, first.tokenizer, first.labels)
+        ensemble.info = {**first.info, "ensemble": [str(path) for path in paths]}
+        return ensemble
 
     def predict(
         self, inputs: Union[str, Sequence[str]], *, beam: Optional[int] = None, batch_size: int = 64, max_length: Optional[int] = None

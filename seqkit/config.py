@@ -147,6 +147,7 @@ class ModelConfig(_Section):
     condition: Literal["state", "input", "both"] = "both"  # generation: the condition sets the initial state, is an input at every step, or both
     condition_dim: int = Field(16, ge=1)  # generation: size of each condition's vector
     attention: Literal["luong", "bahdanau"] = "luong"  # seq2seq: how the decoder scores the encoder's states
+    input_feeding: bool = True  # seq2seq: feed each step's attentional vector into the next; false: teacher-forced training runs every step at once
 
 
 class TrainConfig(_Section):

@@ -6,6 +6,12 @@ the previous attentional vector (input feeding), goes through an ``nn.RNN`` / ``
 ``LSTM`` cell stack; its output queries the encoder's states (``Attention``: Luong's
 multiplicative "general" score or Bahdanau's additive one), and the context and the
 output together make the attentional vector that predicts the next token.
+
+Without input feeding (``model.input_feeding: false``) no step reads the one before's
+attentional vector, so with the gold previous tokens (teacher forcing) every step can run
+at once (``AttentionDecoder.teacher_forced``): one fused RNN call over the whole target
+and one batched attention, instead of a Python loop of one-step calls, and the same
+numbers as that loop. Decoding still goes step by step.
 """
 
 from __future__ import annotations
@@ -60,18 +66,22 @@ class Attention(nn.Module):
 
     def forward(self, query: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, query_dim) query -> (batch, key_dim) context and (batch, time) weights,
-        which are 0 at padding and sum to 1 over the real positions."""
+        which are 0 at padding and sum to 1 over the real positions. A (batch, steps,
+        query_dim) query asks for several steps at once: (batch, steps, key_dim) contexts
+        and (batch, steps, time) weights."""
+        one_step = query.dim() == 2
+        queries = query.unsqueeze(1) if one_step else query  # (batch, steps, query_dim)
         if self.kind == "luong":
-            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)
+            scores = torch.bmm(queries, keys.transpose(1, 2))  # (batch, steps, time)
         else:
-            scores = self.score(torch.tanh(keys + self.query_projection(query).unsqueeze(1))).squeeze(-1)
-        weights = scores.float().masked_fill(~mask, float("-inf")).softmax(dim=-1)
-        context = torch.bmm(weights.unsqueeze(1).to(memory.dtype), memory).squeeze(1)
-        return context, weights
+            scores = self.score(torch.tanh(keys.unsqueeze(1) + self.query_projection(queries).unsqueeze(2))).squeeze(-1)
+        weights = scores.float().masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(dim=-1)
+        context = torch.bmm(weights.to(memory.dtype), memory)  # (batch, steps, key_dim)
+        return (context.squeeze(1), weights.squeeze(1)) if one_step else (context, weights)
 
 
 class AttentionDecoder(nn.Module):
-    """A recurrent decoder with attention and input feeding, run one step at a time.
+    """A recurrent decoder with attention (and, by default, input feeding), run one step at a time.
 
     Args:
         vocab_size: target vocabulary size.
@@ -83,15 +93,16 @@ class AttentionDecoder(nn.Module):
         attention: ``luong`` or ``bahdanau``.
         dropout: on embeddings, between layers and before the output layer.
         pad_id: the target padding id.
+        input_feeding: feed each step's attentional vector into the next step's RNN input.
     """
 
     def __init__(self, vocab_size: int, embedding_dim: int, hidden_size: int, num_layers: int, cell: str, key_dim: int,
-                 attention: str = "luong", dropout: float = 0.0, pad_id: int = 0):  # fmt: skip
+                 attention: str = "luong", dropout: float = 0.0, pad_id: int = 0, input_feeding: bool = True):  # fmt: skip
         super().__init__()
         self.embedding = TokenEmbedding(vocab_size, embedding_dim, padding_idx=pad_id, dropout=dropout)
-        self.rnn = RNN_CELLS[cell](embedding_dim + hidden_size, hidden_size, num_layers=num_layers, batch_first=True,
-                                   dropout=dropout if num_layers > 1 else 0.0)  # fmt: skip
-        self.cell, self.hidden_size, self.num_layers = cell, hidden_size, num_layers
+        self.rnn = RNN_CELLS[cell](embedding_dim + (hidden_size if input_feeding else 0), hidden_size, num_layers=num_layers,
+                                   batch_first=True, dropout=dropout if num_layers > 1 else 0.0)  # fmt: skip
+        self.cell, self.hidden_size, self.num_layers, self.input_feeding = cell, hidden_size, num_layers, input_feeding
         self.attention = Attention(attention, hidden_size, key_dim)
         self.combine = nn.Linear(hidden_size + key_dim, hidden_size)
         self.dropout = nn.Dropout(dropout)
@@ -99,10 +110,24 @@ class AttentionDecoder(nn.Module):
 
     def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         """(batch,) previous tokens -> (batch, vocab) logits, the new state, (batch, source_time) attention."""
-        inputs = torch.cat([self.embedding(tokens[:, None]), state.feed[:, None, :]], dim=-1)  # (batch, 1, emb + hidden)
+        inputs = self.embedding(tokens[:, None])  # (batch, 1, emb)
+        if self.input_feeding:
+            inputs = torch.cat([inputs, state.feed[:, None, :]], dim=-1)  # (batch, 1, emb + hidden)
         output, rnn_state = self.rnn(inputs, state.rnn)
-        query = output[:, 0]
+        logits, attentional, weights = self._predict(output[:, 0], state)
+        return logits, DecoderState(rnn_state, attentional, state.memory, state.keys, state.mask), weights
+
+    def teacher_forced(self, tokens: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """(batch, steps) gold previous tokens -> (batch, steps, vocab) logits, every step in
+        one RNN call (only without input feeding, where no step waits for the one before's
+        attention). Padding at the end of shorter rows does not reach their real steps."""
+        if self.input_feeding:
+            raise ValueError("with input feeding each step needs the one before's attention: decode step by step")
+        outputs, _ = self.rnn(self.embedding(tokens), state.rnn)  # (batch, steps, hidden)
+        return self._predict(outputs, state)[0]
+
+    def _predict(self, query: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The RNN's output(s) -> logits, attentional vectors and attention weights."""
         context, weights = self.attention(query, state.memory, state.keys, state.mask)
         attentional = torch.tanh(self.combine(torch.cat([query, context], dim=-1)))
-        logits = self.output(self.dropout(attentional))
-        return logits, DecoderState(rnn_state, attentional, state.memory, state.keys, state.mask), weights
+        return self.output(self.dropout(attentional)), attentional, weights

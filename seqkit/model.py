@@ -8,7 +8,8 @@ Training and loading both call ``build_model``, so a checkpoint is rebuilt from 
 from __future__ import annotations
 
 import itertools
-from typing import Optional
+import math
+from typing import NamedTuple, Optional
 
 import torch
 from tokenizers import Tokenizer
@@ -189,8 +190,11 @@ class Seq2SeqModel(nn.Module):
     def forward(self, source_ids: torch.Tensor, lengths: Optional[torch.Tensor], target_inputs: torch.Tensor, teacher_forcing: float = 1.0) -> torch.Tensor:
         """(batch, target_time) next-token logits (batch, target_time, vocab) for ``target_inputs``
         (``<eos> y1 ... yn``). At each step after the first, each row is fed the gold previous
-        token with probability ``teacher_forcing``, else its own most likely prediction."""
+        token with probability ``teacher_forcing``, else its own most likely prediction.
+        Without input feeding, full teacher forcing runs every step at once."""
         state = self.encode(source_ids, lengths)
+        if teacher_forcing >= 1.0 and not self.decoder.input_feeding:
+            return self.decoder.teacher_forced(target_inputs, state)
         tokens, outputs = target_inputs[:, 0], []
         for position in range(target_inputs.shape[1]):
             logits, state, _ = self.decoder.step(tokens, state)
@@ -201,6 +205,59 @@ class Seq2SeqModel(nn.Module):
                     own = torch.rand(tokens.shape, device=tokens.device) >= teacher_forcing
                     tokens = torch.where(own, logits.argmax(-1), tokens)
         return torch.stack(outputs, dim=1)
+
+
+class EnsembleState(NamedTuple):
+    """Each member's ``DecoderState``; ``select`` picks the same rows of every one (beam search)."""
+
+    members: tuple[DecoderState, ...]
+
+    def select(self, rows: torch.Tensor) -> "EnsembleState":
+        return EnsembleState(tuple(state.select(rows) for state in self.members))
+
+
+class Seq2SeqEnsemble(nn.Module):
+    """Several seq2seq models that decode as one: at each step the next token's distribution
+    is the mean of the members' (their probabilities averaged, not their scores), and
+    greedy or beam search runs over that mean as over one model's. The members must read
+    and write the same vocabularies (``api.Seq2Seq.ensemble`` checks); each keeps its own
+    encoding and decoder state. It has the interface decoding uses (``encode`` and
+    ``decoder.step``), not ``forward``: it is for inference, not training.
+
+    Args:
+        members: the ``Seq2SeqModel`` instances, in any order (the mean does not depend on it).
+    """
+
+    def __init__(self, members: list[Seq2SeqModel]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one model")
+        self.members = nn.ModuleList(members)
+        self.decoder = _EnsembleDecoder(self.members)
+        self.encoder = members[0].encoder  # what describes the model (``seqkit info``'s cell, sizes): the first member's
+
+    def encode(self, source_ids: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> EnsembleState:
+        return EnsembleState(tuple(member.encode(source_ids, lengths) for member in self.members))
+
+
+class _EnsembleDecoder(nn.Module):
+    """``Seq2SeqEnsemble.decoder``: one step of every member, mixed."""
+
+    def __init__(self, members: nn.ModuleList):
+        super().__init__()
+        self._members = [members]  # a list, not a submodule: the ensemble already holds them
+
+    def step(self, tokens: torch.Tensor, state: EnsembleState) -> tuple[torch.Tensor, EnsembleState, torch.Tensor]:
+        """(batch,) previous tokens -> the log of the mean next-token probability (batch, vocab),
+        the members' new states, and their mean attention weights."""
+        log_probs, states, weights = [], [], []
+        for member, member_state in zip(self._members[0], state.members):
+            logits, new_state, attention = member.decoder.step(tokens, member_state)
+            log_probs.append(logits.float().log_softmax(-1))
+            states.append(new_state)
+            weights.append(attention)
+        mixed = torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(log_probs))
+        return mixed, EnsembleState(tuple(states)), torch.stack(weights).mean(0)
 
 
 def build_model(
@@ -304,7 +361,7 @@ def _build_decoder(config: ModelConfig, encoder: RNNEncoder, labels: Optional[La
     if not isinstance(labels, Tokenizer):
         raise ValueError("a seq2seq model needs its target tokenizer")
     return AttentionDecoder(labels.get_vocab_size(), config.embedding_dim, config.hidden_size, config.num_layers, config.encoder,
-                            encoder.output_dim, config.attention, config.dropout, special_ids(labels).pad)  # fmt: skip
+                            encoder.output_dim, config.attention, config.dropout, special_ids(labels).pad, config.input_feeding)  # fmt: skip
 
 
 def adaptive_cutoffs(config: ModelConfig, vocab_size: int) -> list[int]:

@@ -67,6 +67,7 @@ TASK_KEYS: tuple[TaskKey, ...] = (
     TaskKey(("model", "condition"), ("generation",), "both"),
     TaskKey(("model", "condition_dim"), ("generation",), 16),
     TaskKey(("model", "attention"), ("seq2seq",), "luong"),
+    TaskKey(("model", "input_feeding"), ("seq2seq",), True),
     TaskKey(("train", "teacher_forcing"), ("seq2seq",), 1.0),
     TaskKey(("train", "teacher_forcing_end"), ("seq2seq",), None),
     TaskKey(("train", "label_smoothing"), ("seq2seq",), 0.0),

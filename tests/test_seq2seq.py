@@ -129,4 +129,86 @@ def test_g2p_eval_benchmark_scores_with_and_without_stress(trained_seq2seq, tmp_
     command = [sys.executable, str(ROOT / "benchmarks" / "g2p_eval.py"), str(trained_seq2seq.run_dir / "best"), "--data", str(data), "--beam", "3"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert f"with stress PER {1 / sum(len(p.split(chr(9))[1].split()) for p in pairs):.2%} WER {1 / len(pairs):.2%}; stress ignored PER 0.00% WER 0.00%" in done.stdout
+    expected = f"with stress PER {1 / sum(len(p.split(chr(9))[1].split()) for p in pairs):.2%} WER {1 / len(pairs):.2%}; stress ignored PER 0.00% WER 0.00%"
+    assert expected in done.stdout
+    done = subprocess.run(command[:3] + command[2:], capture_output=True, text=True, timeout=120)  # the model twice: an ensemble
+    assert done.returncode == 0, done.stderr
+    assert "an ensemble of 2" in done.stdout and expected in done.stdout
+
+
+@pytest.mark.parametrize("cell, attention", [("lstm", "luong"), ("gru", "bahdanau")])
+def test_without_input_feeding_all_steps_at_once_equal_the_step_loop(cell, attention):
+    from seqkit.decoder import AttentionDecoder
+    from seqkit.encoders import RNNEncoder, TokenEmbedding
+    from seqkit.model import Seq2SeqModel
+
+    torch.manual_seed(0)
+    encoder = RNNEncoder(input_size=8, hidden_size=12, num_layers=2, cell=cell, bidirectional=True)
+    decoder = AttentionDecoder(15, 8, 12, 2, cell, encoder.output_dim, attention, dropout=0.0, pad_id=0, input_feeding=False)
+    model = Seq2SeqModel(TokenEmbedding(20, 8, padding_idx=0), encoder, decoder).eval()
+    lengths = torch.tensor([7, 3, 5])
+    sources = torch.randint(1, 20, (3, 7)).masked_fill(torch.arange(7) >= lengths[:, None], 0)
+    target_lengths = torch.tensor([4, 6, 2])
+    targets = torch.randint(1, 15, (3, 6)).masked_fill(torch.arange(6) >= target_lengths[:, None], 0)
+    at_once = model(sources, lengths, targets)  # teacher forcing 1.0: one RNN call
+    state, looped = model.encode(sources, lengths), []
+    for position in range(targets.shape[1]):
+        logits, state, _ = decoder.step(targets[:, position], state)
+        looped.append(logits)
+    looped = torch.stack(looped, dim=1)
+    real = torch.arange(6) < target_lengths[:, None]
+    torch.testing.assert_close(at_once[real], looped[real], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="input feeding"):
+        AttentionDecoder(15, 8, 12, 1, cell, encoder.output_dim, attention).teacher_forced(targets, model.encode(sources, lengths))
+
+
+def test_a_model_without_input_feeding_trains_saves_and_loads(tmp_path):
+    from seqkit.train import train
+
+    recipe = load_recipe(write_seq2seq_recipe(tmp_path, short_pairs(40)), overrides=["model.input_feeding=false"])
+    result = train(recipe, quiet=True)
+    assert result.best_metrics["wer"] == 0.0
+    g2p = seqkit.Seq2Seq.from_pretrained(result.run_dir / "best", device="cpu")
+    assert g2p.model.decoder.input_feeding is False
+    pairs = _pairs(short_pairs(40))
+    assert g2p.predict([word for word, _ in pairs], beam=3) == [phonemes.split() for _, phonemes in pairs]
+
+
+def test_an_ensemble_decodes_with_the_mean_of_its_members_distributions(trained_seq2seq, tmp_path):
+    import shutil
+
+    from seqkit.decoder import AttentionDecoder
+    from seqkit.encoders import RNNEncoder, TokenEmbedding
+    from seqkit.errors import SeqkitError
+    from seqkit.model import Seq2SeqEnsemble, Seq2SeqModel
+
+    torch.manual_seed(0)
+
+    def member(cell):
+        encoder = RNNEncoder(input_size=8, hidden_size=12, num_layers=1, cell=cell, bidirectional=True)
+        return Seq2SeqModel(TokenEmbedding(20, 8), encoder, AttentionDecoder(15, 8, 12, 1, cell, encoder.output_dim)).eval()
+
+    a, b = member("lstm"), member("gru")
+    sources, lengths, tokens = torch.randint(1, 20, (3, 5)), torch.tensor([5, 2, 4]), torch.randint(1, 15, (3,))
+    mixed, state, _ = Seq2SeqEnsemble([a, b]).decoder.step(tokens, Seq2SeqEnsemble([a, b]).encode(sources, lengths))
+    expected = (a.decoder.step(tokens, a.encode(sources, lengths))[0].softmax(-1) + b.decoder.step(tokens, b.encode(sources, lengths))[0].softmax(-1)) / 2
+    torch.testing.assert_close(mixed.exp(), expected)
+    assert len(state.select(torch.tensor([2, 0])).members[1].mask) == 2
+
+    best = trained_seq2seq.run_dir / "best"
+    alone = seqkit.Seq2Seq.from_pretrained(best, device="cpu")
+    twice = seqkit.Seq2Seq.ensemble([best, best], device="cpu")  # the mean of one distribution is itself
+    words = [word for word, _ in _pairs(short_pairs(40))]
+    assert twice.predict(words) == alone.predict(words) and twice.predict(words, beam=3) == alone.predict(words, beam=3)
+    assert twice.evaluate(trained_seq2seq.run_dir.parent.parent / "pairs.tsv")["wer"] == 0.0
+    with pytest.raises(SeqkitError, match="ensemble"):
+        twice.save_pretrained(tmp_path / "saved")
+    with pytest.raises(ValueError, match="two or more"):
+        seqkit.Seq2Seq.ensemble([best])
+    other = tmp_path / "other"
+    shutil.copytree(best, other)
+    tokenizer = json.loads((other / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer["normalizer"] = None  # the letters no longer lowercased: the same ids would mean other input
+    (other / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    with pytest.raises(ValueError, match="source tokenizer differs"):
+        seqkit.Seq2Seq.ensemble([best, other], device="cpu")
