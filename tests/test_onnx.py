@@ -196,6 +196,8 @@ def test_cli_export_and_predict_with_onnx_runtime(small_tagger, tmp_path):
     assert all(output.exit_code == 0 for output in scored), [output.output for output in scored]
     assert {key: value for key, value in json.loads(scored[1].output).items() if key != "checkpoint"} == \
         {key: value for key, value in json.loads(scored[0].output).items() if key != "checkpoint"}  # fmt: skip
+    options = seqkit.Tagger.from_pretrained(target, runtime="onnx").model.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # idle pool threads sleep
 
 
 def test_int8_export_quantizes_the_lstm_and_tags_alike(small_tagger, tmp_path):
