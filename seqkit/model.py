@@ -212,7 +212,7 @@ class EnsembleState(NamedTuple):
 
     members: tuple[DecoderState, ...]
 
-    def select(self, rows: torch.Tensor) -> "EnsembleState":
+    def select(self, rows: torch.Tensor) -> EnsembleState:
         return EnsembleState(tuple(state.select(rows) for state in self.members))
 
 
@@ -230,28 +230,21 @@ class Seq2SeqEnsemble(nn.Module):
 
     def __init__(self, members: list[Seq2SeqModel]):
         super().__init__()
-        if not members:
-            raise ValueError("an ensemble needs at least one model")
         self.members = nn.ModuleList(members)
-        self.decoder = _EnsembleDecoder(self.members)
-        self.encoder = members[0].encoder  # what describes the model (``seqkit info``'s cell, sizes): the first member's
+
+    @property
+    def decoder(self) -> Seq2SeqEnsemble:
+        """What decoding calls ``decoder.step`` on: the ensemble itself."""
+        return self
 
     def encode(self, source_ids: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> EnsembleState:
         return EnsembleState(tuple(member.encode(source_ids, lengths) for member in self.members))
-
-
-class _EnsembleDecoder(nn.Module):
-    """``Seq2SeqEnsemble.decoder``: one step of every member, mixed."""
-
-    def __init__(self, members: nn.ModuleList):
-        super().__init__()
-        self._members = [members]  # a list, not a submodule: the ensemble already holds them
 
     def step(self, tokens: torch.Tensor, state: EnsembleState) -> tuple[torch.Tensor, EnsembleState, torch.Tensor]:
         """(batch,) previous tokens -> the log of the mean next-token probability (batch, vocab),
         the members' new states, and their mean attention weights."""
         log_probs, states, weights = [], [], []
-        for member, member_state in zip(self._members[0], state.members):
+        for member, member_state in zip(self.members, state.members):
             logits, new_state, attention = member.decoder.step(tokens, member_state)
             log_probs.append(logits.float().log_softmax(-1))
             states.append(new_state)
