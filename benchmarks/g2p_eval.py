@@ -10,7 +10,7 @@ once (a word listed more than once is right when it matches any of its lines, as
 Several checkpoints decode as one ensemble (``seqkit.Seq2Seq.ensemble``: each step's
 next-phoneme distribution is the mean of theirs):
 
-    python benchmarks/g2p_eval.py runs/g2p/best runs/g2p-gru/best --data data/cmudict/test-all.tsv.gz --beam 5
+    python benchmarks/g2p_eval.py runs/g2p/best runs/g2p-s1/best --data data/cmudict/test-all.tsv.gz --beam 5
 """
 
 from __future__ import annotations
