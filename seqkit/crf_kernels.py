@@ -48,14 +48,20 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
     return [row[:length] for row, length in zip(paths.tolist(), lengths.tolist())]
 
 
-def scaled_forward(scores: np.ndarray, lengths: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def scaled_forward(scores: np.ndarray, lengths: np.ndarray, step_transitions: np.ndarray, start: np.ndarray, end_factor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``crf._scaled_forward``: ``(alphas, log_z)``."""
-    return _compiled()[1](np.ascontiguousarray(scores), lengths, np.ascontiguousarray(transitions), start, end)
+    return _compiled()[1](np.ascontiguousarray(scores), lengths, np.ascontiguousarray(step_transitions), start, end_factor)
 
 
-def scaled_backward(scores: np.ndarray, lengths: np.ndarray, transitions: np.ndarray, end: np.ndarray) -> np.ndarray:
+def scaled_backward(scores: np.ndarray, lengths: np.ndarray, step_transitions: np.ndarray, end_factor: np.ndarray) -> np.ndarray:
     """``crf._scaled_backward``: the backward probabilities (0 past a row's end)."""
-    return _compiled()[2](np.ascontiguousarray(scores), lengths, np.ascontiguousarray(transitions), end)
+    return _compiled()[2](np.ascontiguousarray(scores), lengths, np.ascontiguousarray(step_transitions), end_factor)
+
+
+def marginals(scores: np.ndarray, lengths: np.ndarray, step_transitions: np.ndarray, start: np.ndarray, end_factor: np.ndarray) -> np.ndarray:
+    """``crf._marginals``: forward, backward and their normalised product, each compiled (for
+    one tweet, NumPy's normalisation around the two compiled passes cost twice the passes)."""
+    return _compiled()[3](np.ascontiguousarray(scores), lengths, np.ascontiguousarray(step_transitions), start, end_factor)
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,7 +70,14 @@ def _compiled():
     from numba import njit
 
     compile_ = njit(cache=True, nogil=True)
-    return compile_(_viterbi), compile_(_scaled_forward), compile_(_scaled_backward)
+    forward, backward = compile_(_scaled_forward), compile_(_scaled_backward)
+    normalise = compile_(_normalised_product)
+
+    def marginals(scores, lengths, step_transitions, start, end_factor):
+        alphas, _ = forward(scores, lengths, step_transitions, start, end_factor)
+        return normalise(alphas, backward(scores, lengths, step_transitions, end_factor), lengths)
+
+    return compile_(_viterbi), forward, backward, marginals
 
 
 # --- The loops, written for Numba (plain Python over NumPy arrays) ---------------------------
@@ -104,11 +117,10 @@ def _viterbi(emissions, lengths, transitions, start, end):
     return paths
 
 
-def _scaled_forward(scores, lengths, transitions, start, end):
+def _scaled_forward(scores, lengths, step_transitions, start, end_factor):
     """Each row's forward probabilities, rescaled to sum to 1 at each step, and its log
     partition function: the sum of each step's log rescaling and shift."""
     batch, time, num_tags = scores.shape
-    step_transitions, end_factor = np.exp(transitions), np.exp(end)
     alphas = np.zeros((batch, time, num_tags))
     log_z = np.full(batch, -np.inf)
     factor = np.empty(num_tags)
@@ -152,11 +164,10 @@ def _scaled_forward(scores, lengths, transitions, start, end):
     return alphas, log_z
 
 
-def _scaled_backward(scores, lengths, transitions, end):
+def _scaled_backward(scores, lengths, step_transitions, end_factor):
     """Each row's backward probabilities, rescaled to sum to 1 at each token (the end
     scores at its last token; 0 past its end)."""
     batch, time, num_tags = scores.shape
-    step_transitions, end_factor = np.exp(transitions), np.exp(end)
     betas = np.zeros((batch, time, num_tags))
     weighted = np.empty(num_tags)
     for row in range(batch):
@@ -182,3 +193,19 @@ def _scaled_backward(scores, lengths, transitions, end):
                 for tag in range(num_tags):
                     betas[row, step, tag] /= total
     return betas
+
+
+def _normalised_product(alphas, betas, lengths):
+    """(batch, time, tags) float32: ``alphas * betas`` over their sum at each real token
+    (at most 1; 0 past a row's end and where the product is 0, a row no sequence reaches)."""
+    batch, time, num_tags = alphas.shape
+    marginals = np.zeros((batch, time, num_tags), np.float32)
+    for row in range(batch):
+        for step in range(lengths[row]):
+            total = 0.0
+            for tag in range(num_tags):
+                total += alphas[row, step, tag] * betas[row, step, tag]
+            if total > 0.0:
+                for tag in range(num_tags):
+                    marginals[row, step, tag] = min(alphas[row, step, tag] * betas[row, step, tag] / total, 1.0)
+    return marginals

@@ -20,6 +20,12 @@ def _inputs(seed: int, batch: int = 5, time: int = 9, num_tags: int = 7, dtype=n
     return scores, lengths, transitions, start, end
 
 
+def _factors(seed: int):
+    """``_inputs`` as forward-backward reads them: the transition and end scores exponentiated."""
+    scores, lengths, transitions, start, end = _inputs(seed)
+    return scores, lengths, np.exp(transitions), start, np.exp(end)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_viterbi_finds_the_same_paths(seed):
     scores, lengths, transitions, start, end = _inputs(seed, dtype=np.float32)
@@ -29,7 +35,7 @@ def test_viterbi_finds_the_same_paths(seed):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_forward_and_backward_give_numpys_probabilities(seed):
-    scores, lengths, transitions, start, end = _inputs(seed)
+    scores, lengths, transitions, start, end = _factors(seed)
     scores[2, 1:] = -np.inf  # a row no sequence gets through: log Z is -inf, its alphas 0
     lengths[2] = 3
     alphas, log_z = crf_kernels.scaled_forward(scores, lengths, transitions, start, end)
@@ -54,3 +60,17 @@ def test_seqkit_numba_0_keeps_the_numpy_loops(monkeypatch):
     finally:
         monkeypatch.undo()
         crf_kernels.available.cache_clear()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_marginals_give_numpys(seed):
+    scores, lengths, transitions, start, end = _factors(seed)
+    scores[2, 1:] = -np.inf  # a row no sequence gets through: all zeros
+    lengths[2] = 3
+    marginals = crf_kernels.marginals(scores, lengths, transitions, start, end)
+    assert marginals.dtype == np.float32 and marginals.shape == scores.shape
+    np.testing.assert_allclose(marginals, crf._marginals(scores, lengths, transitions, start, end), rtol=1e-6, atol=1e-7)
+    real = np.arange(scores.shape[1])[None, :] < lengths[:, None]
+    assert (marginals[~real] == 0).all() and (marginals[2] == 0).all()
+    live = real & (np.arange(len(lengths)) != 2)[:, None]
+    np.testing.assert_allclose(marginals.sum(2)[live], 1.0, rtol=1e-5)

@@ -173,7 +173,6 @@ def collate_tagged(
             index_array[row, : len(sentence)] = [distinct.setdefault(word, len(distinct) + 1) for word in sentence]
         char_index = torch.from_numpy(index_array)
         char_tensor = _word_bytes(list(distinct))
-        char_tensor = char_tensor[:, : max(1, int((char_tensor != 0).sum(1).max()))]
     tag_tensor = None
     if tag_ids is not None:
         tag_array = np.full((len(tag_ids), max_length), IGNORE_INDEX, dtype=np.int64)
@@ -185,12 +184,14 @@ def collate_tagged(
 
 
 def _word_bytes(words: Sequence[str]) -> torch.Tensor:
-    """(words, MAX_WORD_BYTES) byte ids of each word's first bytes, shifted by one; 0 pads."""
+    """(words, width) byte ids of each word's first ``MAX_WORD_BYTES`` bytes, shifted by one;
+    0 pads; ``width`` is the longest word's byte count (at least 1)."""
     encoded = [word.encode("utf-8")[:MAX_WORD_BYTES] for word in words]
-    flat = np.frombuffer(b"".join(word.ljust(MAX_WORD_BYTES, b"\0") for word in encoded), dtype=np.uint8)
-    lengths = np.fromiter((len(word) for word in encoded), dtype=np.int64, count=len(encoded))
-    ids = flat.reshape(len(encoded), MAX_WORD_BYTES).astype(np.int64) + 1
-    ids[np.arange(MAX_WORD_BYTES)[None, :] >= lengths[:, None]] = 0
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    width = max(1, int(lengths.max(initial=0)))
+    flat = np.frombuffer(b"".join(word.ljust(width, b"\0") for word in encoded), dtype=np.uint8)
+    ids = flat.reshape(len(encoded), width).astype(np.int64) + 1
+    ids[np.arange(width)[None, :] >= lengths[:, None]] = 0
     return torch.from_numpy(ids)
 
 
