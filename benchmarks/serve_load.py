@@ -2,7 +2,7 @@
 Python API batched on the same texts in the same run.
 
     python benchmarks/serve_load.py [CHECKPOINT] [--clients 16] [--seconds 30] [--max-batch 32] [--max-wait-ms 5]
-    python benchmarks/serve_load.py CHECKPOINT --runtime torch,onnx --clients 1,2,4,8,16,32 --seconds 10 --plot latency.svg
+    python benchmarks/serve_load.py CHECKPOINT --runtime torch,onnx,onnx-int8 --clients 1,2,4,8,16,32 --seconds 10 --plot latency.svg
 
 CHECKPOINT is a tagger (e.g. runs/ner/best after ``seqkit train recipes/ner.yaml``); without
 one a tiny tagger is trained first (40 WNUT-16 tweets, seconds). The server runs as
@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RUNTIMES = {"torch": "torch", "onnx": "onnx", "onnx-int8": "onnx"}  # --runtime's names -> seqkit serve --runtime
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "tests"))  # the tiny tagger recipe the tests use
 
@@ -55,7 +56,7 @@ def tiny_tagger(directory: Path) -> Path:
 
 
 def start_server(checkpoint: Path, runtime: str, max_batch: int, max_wait_ms: float, threads: int) -> tuple[subprocess.Popen, int]:
-    command = [sys.executable, "-m", "seqkit", "serve", str(checkpoint), "--port", "0", "--runtime", runtime, "--max-batch", str(max_batch),
+    command = [sys.executable, "-m", "seqkit", "serve", str(checkpoint), "--port", "0", "--runtime", RUNTIMES[runtime], "--max-batch", str(max_batch),
                "--max-wait-ms", str(max_wait_ms), "--threads", str(threads)]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     for line in process.stderr:
@@ -122,7 +123,7 @@ def serve_and_load(checkpoint: Path, runtime: str, args: argparse.Namespace, tex
         for clients in args.clients:
             found = load(port, texts, clients, args.seconds)
             results.append({"runtime": runtime, **found})
-            print(f"{runtime:>5} {clients:>4} clients: {found['requests']:>6,} requests, {found['rate']:7,.1f} requests/s; latency median "
+            print(f"{runtime:>9} {clients:>4} clients: {found['requests']:>6,} requests, {found['rate']:7,.1f} requests/s; latency median "
                   f"{found['median_ms']:6.1f} ms, p99 {found['p99_ms']:6.1f} ms; errors {len(found['errors'])}; {found['texts_per_call']:.1f} texts per model call")  # fmt: skip
             for error in found["errors"][:3]:
                 print(f"  error: {error}")
@@ -138,7 +139,7 @@ def api_rate(checkpoint: Path, runtime: str, texts: list[str], count: int, batch
     """Texts/s of ``tag(texts, batch_size)`` in this process: the ceiling of the service's requests/s."""
     import seqkit
 
-    tagger = seqkit.load(checkpoint, runtime=runtime)
+    tagger = seqkit.load(checkpoint, runtime=RUNTIMES[runtime])
     sample = [texts[index % len(texts)] for index in range(count)]
     tagger.tag(sample[:batch_size], batch_size=batch_size)  # warm
     started = time.perf_counter()
@@ -172,7 +173,7 @@ def plot(results: list[dict], path: Path, title: str) -> None:
     parts += [f'<text x="{x(value)}" y="{height - bottom + 16}" text-anchor="middle">{value}</text>' for value in clients]
     ticks = [2.0**power for power in range(y_low, y_high + 1)]
     parts += [f'<text x="{left - 6}" y="{y(value) + 4}" text-anchor="end">{value:g}</text>' for value in ticks]
-    colours = {"torch": "#1f77b4", "onnx": "#d62728"}
+    colours = {"torch": "#1f77b4", "onnx": "#d62728", "onnx-int8": "#2ca02c"}
     for row, (runtime, key) in enumerate((runtime, key) for runtime in colours for key in ("median_ms", "p99_ms")):
         line = sorted((result["clients"], result[key]) for result in results if result["runtime"] == runtime)
         if not line:
@@ -190,7 +191,8 @@ def main() -> None:
     parser.add_argument("checkpoint", nargs="?", help="a tagger checkpoint (default: train a tiny one)")
     parser.add_argument("--clients", default="16", help="concurrent clients, or a comma-separated list to sweep (1,2,4,8,16,32)")
     parser.add_argument("--seconds", type=float, default=30.0, help="of load per client count")
-    parser.add_argument("--runtime", default="torch", help="torch, onnx or torch,onnx (onnx: the checkpoint is exported to a temporary directory first)")
+    parser.add_argument("--runtime", default="torch", help="torch, onnx, onnx-int8 or several, comma-separated (onnx: the checkpoint is exported to a "
+                                                           "temporary directory first; onnx-int8: with --quantize int8)")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server and of the API run (default 1: on a shared machine more threads spin against other jobs)")
@@ -201,8 +203,8 @@ def main() -> None:
     except ValueError:
         raise SystemExit(f"--clients: {args.clients!r} is not a number or a comma-separated list of numbers") from None
     runtimes = args.runtime.split(",")
-    if not all(1 <= clients <= 1024 for clients in args.clients) or not 0 < args.seconds <= 3600 or not set(runtimes) <= {"torch", "onnx"}:
-        raise SystemExit("--clients: 1 to 1024 each; --seconds: above 0, at most 3600; --runtime: torch, onnx or torch,onnx")
+    if not all(1 <= clients <= 1024 for clients in args.clients) or not 0 < args.seconds <= 3600 or not set(runtimes) <= set(RUNTIMES):
+        raise SystemExit("--clients: 1 to 1024 each; --seconds: above 0, at most 3600; --runtime: torch, onnx, onnx-int8 or several, comma-separated")
 
     from seqkit.data import read_conll
     from seqkit.runtime import describe_cpu
@@ -210,10 +212,11 @@ def main() -> None:
     scratch = tempfile.TemporaryDirectory()
     checkpoint = Path(args.checkpoint).resolve() if args.checkpoint else tiny_tagger(Path(scratch.name))
     sources = {"torch": checkpoint}
-    if "onnx" in runtimes:
-        from seqkit.onnx_export import export_onnx
+    for runtime in runtimes:
+        if runtime != "torch":
+            from seqkit.onnx_export import export_onnx
 
-        sources["onnx"] = export_onnx(checkpoint, Path(scratch.name) / "onnx")[0]
+            sources[runtime] = export_onnx(checkpoint, Path(scratch.name) / runtime, quantize="int8" if runtime == "onnx-int8" else None)[0]
     texts = [" ".join(words) for words in read_conll(ROOT / "data" / "wnut16" / "dev.conll")["tokens"]]
     cpu = describe_cpu()
     print(f"{cpu}; load average {', '.join(f'{value:.2f}' for value in os.getloadavg())} before the run")

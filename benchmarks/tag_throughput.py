@@ -11,7 +11,9 @@ Input: the 239 WNUT-16 dev tweets five times over (1,195 sentences, 23,555 words
 pre-tokenized, the same word lists for every runtime. Three ways of calling, each timed
 over the whole list: ``tag(list, batch_size=32)``; ``tag(list, batch_size=1)``; and one
 sentence per call, as a service calls it (sentences/s, and the median and 99th
-percentile of the calls' latencies); and each process's peak resident memory. seqkit
+percentile of the calls' latencies); and each process's peak resident memory. For seqkit,
+also the median of the model's own call on each sentence alone, and what ``tag()`` adds on
+top of it (tokens to tensors, Viterbi, the probabilities, the ``Doc``). seqkit
 returns every word's probability and every entity's (``scores=True``, the default); Flair
 its labels with their scores.
 
@@ -98,7 +100,27 @@ def seqkit_child(runtime: str, path: str, sentences: list[list[str]]) -> dict:
     load_seconds = time.perf_counter() - started
     figures = time_modes(lambda batch, size: tagger.tag(batch, batch_size=size), lambda words: tagger.tag([words])[0], sentences)
     tags = [doc.tags for doc in tagger.tag(sentences[: len(sentences) // COPIES], batch_size=32)]
-    return {**figures, "import + load s": load_seconds, "dev f1": tagger.evaluate(DEV)["f1"], "tags": tags}
+    return {**figures, "model median ms": model_median(tagger, sentences), "import + load s": load_seconds,
+            "dev f1": tagger.evaluate(DEV)["f1"], "tags": tags}  # fmt: skip
+
+
+def model_median(tagger, sentences: list[list[str]]) -> float:
+    """The median ms of the model's own call (embeddings, encoder, emissions; ONNX Runtime's
+    session or PyTorch's forward) on each sentence alone, collated beforehand: what a call of
+    ``tag()`` costs before tokenizing, batching, decoding and the probabilities."""
+    import torch
+
+    from seqkit.data.batch import collate_tagged
+    from seqkit.tokenize import special_ids, word_ids
+
+    pad_id, latencies = special_ids(tagger.tokenizer).pad, []
+    with torch.inference_mode():
+        for words in sentences:
+            batch = collate_tagged([word_ids(tagger.tokenizer, words)], [words], None, pad_id)
+            started = time.perf_counter()
+            tagger.model(batch.token_ids, batch.lengths, char_ids=batch.char_ids, char_index=batch.char_index)
+            latencies.append(time.perf_counter() - started)
+    return 1e3 * statistics.median(latencies)
 
 
 def flair_child(sentences: list[list[str]]) -> dict:
@@ -194,6 +216,10 @@ def report(results: dict[str, list[dict]], arguments: argparse.Namespace, loads:
             ratios.append(f"{(theirs / ours if key in TIMES else ours / theirs):.1f}x")  # how many times faster
         label = f"{key} (one sentence per call)" if key.endswith(" ms") else key
         print(f"| {label} | " + " | ".join(cells + ratios) + " |")
+    print("one sentence per call, the model's own call alone (median ms) and what tag() adds on top of it: "
+          + "; ".join(f"{runtime} {statistics.median(run['model median ms'] for run in results[runtime]):.2f} + "
+                      f"{median[runtime]['median ms'] - statistics.median(run['model median ms'] for run in results[runtime]):.2f}"
+                      for runtime in mine))  # fmt: skip
     for runtime in runtimes:
         if results[runtime][0]["dev f1"] is not None:
             print(f"{runtime}: dev entity F1 {results[runtime][0]['dev f1']:.4f}")

@@ -344,12 +344,12 @@ def test_the_load_benchmark_plots_latency_against_clients(tmp_path):
     import xml.etree.ElementTree as ElementTree
 
     results = [{"runtime": runtime, "clients": clients, "median_ms": scale * clients, "p99_ms": 3 * scale * clients}
-               for runtime, scale in (("torch", 4.0), ("onnx", 2.0)) for clients in (1, 4, 16)]  # fmt: skip
+               for runtime, scale in (("torch", 4.0), ("onnx", 2.0), ("onnx-int8", 1.0)) for clients in (1, 4, 16)]  # fmt: skip
     serve_load.plot(results, tmp_path / "latency.svg", "test")
     root = ElementTree.parse(tmp_path / "latency.svg").getroot()
     lines = root.findall("{http://www.w3.org/2000/svg}polyline")
-    assert len(lines) == 4 and all(len(line.get("points").split()) == 3 for line in lines)
+    assert len(lines) == 6 and all(len(line.get("points").split()) == 3 for line in lines)
     labels = {text.text for text in root.iter("{http://www.w3.org/2000/svg}text")}
-    assert {"1", "4", "16", "torch median", "onnx p99"} <= labels
+    assert {"1", "4", "16", "torch median", "onnx p99", "onnx-int8 median"} <= labels
     heights = [[float(point.split(",")[1]) for point in line.get("points").split()] for line in lines]
     assert all(first > last for first, *_, last in heights)  # latency rising with clients is drawn rising (SVG's y grows downward)
