@@ -155,4 +155,5 @@ def test_tag_throughput_benchmark_runs_quick(trained_tagger):
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "| one sentence per call | " in done.stdout and "torch: dev entity F1" in done.stdout
+    assert re.search(r"the model's own call alone .*: torch \d+\.\d\d \+ -?\d+\.\d\d; torch-numpy \d+\.\d\d \+ ", done.stdout), done.stdout
     assert re.search(r"torch-numpy gives torch's tags on (\d+) of \1 dev tweets", done.stdout), done.stdout
