@@ -220,7 +220,7 @@ def main() -> None:
     texts = [" ".join(words) for words in read_conll(ROOT / "data" / "wnut16" / "dev.conll")["tokens"]]
     cpu = describe_cpu()
     print(f"{cpu}; load average {', '.join(f'{value:.2f}' for value in os.getloadavg())} before the run")
-    print(f"checkpoint {checkpoint}{'' if args.checkpoint else ' (tiny, trained here)'}; {','.join(map(str, args.clients))} clients x {args.seconds:g} s, "
+    print(f"checkpoint {args.checkpoint or 'tiny, trained here'}; {','.join(map(str, args.clients))} clients x {args.seconds:g} s, "
           f"--max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms:g} --threads {args.threads}; {len(texts)} WNUT-16 dev tweets in turn")  # fmt: skip
     results = [result for runtime in runtimes for result in serve_and_load(sources[runtime], runtime, args, texts)]
 

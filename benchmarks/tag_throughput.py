@@ -216,10 +216,9 @@ def report(results: dict[str, list[dict]], arguments: argparse.Namespace, loads:
             ratios.append(f"{(theirs / ours if key in TIMES else ours / theirs):.1f}x")  # how many times faster
         label = f"{key} (one sentence per call)" if key.endswith(" ms") else key
         print(f"| {label} | " + " | ".join(cells + ratios) + " |")
+    model = {runtime: statistics.median(run["model median ms"] for run in results[runtime]) for runtime in mine}
     print("one sentence per call, the model's own call alone (median ms) and what tag() adds on top of it: "
-          + "; ".join(f"{runtime} {statistics.median(run['model median ms'] for run in results[runtime]):.2f} + "
-                      f"{median[runtime]['median ms'] - statistics.median(run['model median ms'] for run in results[runtime]):.2f}"
-                      for runtime in mine))  # fmt: skip
+          + "; ".join(f"{runtime} {model[runtime]:.2f} + {median[runtime]['median ms'] - model[runtime]:.2f}" for runtime in mine))
     for runtime in runtimes:
         if results[runtime][0]["dev f1"] is not None:
             print(f"{runtime}: dev entity F1 {results[runtime][0]['dev f1']:.4f}")
