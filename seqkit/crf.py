@@ -10,16 +10,19 @@ left-aligned: ``mask`` (batch, time) is true on real tokens, and every sequence 
 least one. At decoding time, transitions a tag scheme forbids (``O -> I-X``) are excluded;
 plain tags (scheme ``none``) forbid none: every transition score is learned.
 
-How sure the model is, all in log space and batched: ``marginals`` (forward-backward: the
-probability of each tag at each token), ``log_prob_within`` (the probability that every
-token's tag lies in a given set: a span labelled exactly so), and ``k_best`` (the K most
+How sure the model is, batched: ``marginals`` (forward-backward: the probability of each
+tag at each token); ``posteriors`` (the marginals and, from the same two passes, the
+probability of runs of tags along given paths -- an entity labelled exactly so, as
+``Tagger.tag`` reports it -- read off as a chain of conditional probabilities, the CRF
+being a Markov chain given the emissions); ``log_prob_within`` (the probability that every
+token's tag lies in a given set, by a restricted forward pass); and ``k_best`` (the K most
 probable sequences, k-best Viterbi). With ``constrained`` (the default) they are taken
 under the distribution restricted to the sequences the scheme allows and renormalized --
 the distribution decoding searches -- so ``k_best(...)[0]`` is ``decode``'s sequence.
 
 Decoding and the probabilities run at inference, a sentence or a batch at a time, on a few
 dozen tags: there a torch operation costs more to dispatch than to compute, so ``decode``,
-``marginals`` and ``log_prob_within`` step through time in NumPy (on the CPU, whatever
+``marginals``, ``posteriors`` and ``log_prob_within`` step through time in NumPy (on the CPU, whatever
 device the emissions come from; an ONNX Runtime tagger's emissions are NumPy already),
 or in the same loops compiled by Numba where it is installed (``crf_kernels``).
 Viterbi keeps float32 and adds in the same order as the training-side float32 code, so it
@@ -71,7 +74,7 @@ class CRF(nn.Module):
         self.register_buffer("transition_penalty", penalty(allowed, (num_tags, num_tags)), persistent=False)
         self.register_buffer("start_penalty", penalty(can_start, (num_tags,)), persistent=False)
         self.register_buffer("end_penalty", penalty(can_end, (num_tags,)), persistent=False)
-        self._array_cache: dict = {}  # _arrays: NumPy copies of the potentials, for the parameters' current values
+        self._array_cache: dict = {}  # _arrays: the potentials as NumPy arrays, for the parameters' current values
 
     def forward(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood of ``tags``, averaged over the batch.
@@ -138,8 +141,26 @@ class CRF(nn.Module):
             mask: (batch, time) true on real tokens.
             constrained: under the sequences the scheme allows (renormalized).
         """
-        marginals = _loops().marginals(_as_array(emissions, np.float64), _lengths(mask), *self._factors(constrained))
+        arrays = self._arrays(constrained)
+        marginals, _ = _loops().posteriors(_as_array(emissions, np.float64), _lengths(mask), *arrays.factors)
         return torch.from_numpy(marginals).to(emissions.device)
+
+    def posteriors(self, emissions: torch.Tensor | np.ndarray, lengths: np.ndarray, paths: np.ndarray, spans: "SpanQuery",
+                   constrained: bool = True) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """``marginals`` and the probability of each span of ``spans`` along ``paths``, from
+        one forward-backward pass, as NumPy arrays: what ``Tagger.tag`` reports.
+
+        Args:
+            emissions: (batch, time, num_tags) scores.
+            lengths: (batch,) real lengths.
+            paths: (batch, time) tag ids, e.g. ``best_paths``'.
+            spans: which tag runs of ``paths`` to score (``SpanQuery``).
+
+        Returns:
+            ``(marginals (batch, time, tags) float32, probabilities (spans,) float64)``.
+        """
+        arrays = self._arrays(constrained)
+        return _loops().posteriors(_as_array(emissions, np.float64), lengths, *arrays.factors, paths, tuple(spans))
 
     @torch.no_grad()
     def log_prob_within(self, emissions: torch.Tensor, mask: torch.Tensor, allowed: torch.Tensor, constrained: bool = True) -> torch.Tensor:
@@ -150,7 +171,8 @@ class CRF(nn.Module):
         scores, lengths = _as_array(emissions, np.float64), _lengths(mask)
         restricted = np.where(_as_array(allowed, bool), scores, -np.inf)
         # both partition functions in one pass: the restricted rows, then the plain ones
-        _, log_z = _loops().scaled_forward(np.concatenate([restricted, scores]), np.concatenate([lengths, lengths]), *self._factors(constrained))
+        arrays = self._arrays(constrained)
+        _, log_z = _loops().scaled_forward(np.concatenate([restricted, scores]), np.concatenate([lengths, lengths]), *arrays.factors)
         batch = len(lengths)
         log_probability = np.minimum(log_z[:batch] - log_z[batch:], 0.0)
         return torch.from_numpy(log_probability.astype(np.float32)).to(emissions.device)
@@ -202,35 +224,86 @@ class CRF(nn.Module):
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor, constrained: bool = True) -> list[list[int]]:
         """The best tag sequence for each row (Viterbi), cut to its real length."""
-        transitions, start, end = self._arrays(constrained, np.float32)
-        return _loops().viterbi(_as_array(emissions, np.float32), _lengths(mask), transitions, start, end)
+        lengths = _lengths(mask)
+        paths = self.best_paths(emissions, lengths, constrained)
+        return [row[:length] for row, length in zip(paths.tolist(), lengths.tolist())]
 
-    def _arrays(self, constrained: bool, dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``_potentials`` as NumPy arrays of ``dtype``, kept while the parameters hold the
-        same values. The check compares the values themselves, not the tensors' version
-        counters: a fused optimizer step (``torch.optim.Adam(fused=True)``, what seqkit
-        trains with on a CPU) updates them in place without bumping ``_version``, and a
-        cache keyed on it decoded every evaluation during training with the transitions
-        of the first one."""
-        parameters = (self.transitions, self.start_transitions, self.end_transitions)
-        cached = self._array_cache.get("values")
-        if cached is None or not all(torch.equal(parameter.detach(), copy) for parameter, copy in zip(parameters, cached)):
-            self._array_cache = {"values": tuple(parameter.detach().clone() for parameter in parameters)}  # only the current ones
-        key = (constrained, dtype)
-        if key not in self._array_cache:
+    def best_paths(self, emissions: torch.Tensor | np.ndarray, lengths: np.ndarray, constrained: bool = True) -> np.ndarray:
+        """``decode`` as a (batch, time) array of tag ids (0 past each row's end), from
+        (batch,) ``lengths``."""
+        arrays = self._arrays(constrained)
+        return _loops().viterbi(_as_array(emissions, np.float32), lengths, *arrays.scores)
+
+    def _arrays(self, constrained: bool) -> "_Arrays":
+        """``_potentials`` as the inference loops read them (``_Arrays``), kept while the
+        parameters hold the same values. The check compares the values themselves, not the
+        tensors' version counters: a fused optimizer step (``torch.optim.Adam(fused=True)``,
+        what seqkit trains with on a CPU) updates them in place without bumping ``_version``,
+        and a cache keyed on it decoded every evaluation during training with the
+        transitions of the first one."""
+        if not self._same_values():
+            self._array_cache = {"values": self._snapshot()}  # only the current ones
+        if constrained not in self._array_cache:
             with torch.no_grad():  # the sums in float32, as ``_potentials`` computes them, then cast
-                self._array_cache[key] = tuple(part.detach().float().cpu().numpy().astype(dtype) for part in self._potentials(constrained))
-        return self._array_cache[key]
+                scores = tuple(part.detach().float().cpu().numpy() for part in self._potentials(constrained))
+            transitions, start, end = (part.astype(np.float64) for part in scores)
+            self._array_cache[constrained] = _Arrays(scores, (np.exp(transitions), start, np.exp(end)))
+        return self._array_cache[constrained]
 
-    def _factors(self, constrained: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """What forward-backward reads, float64: ``(exp(transitions), start, exp(end))``, kept
-        as ``_arrays`` keeps its arrays (the exponentials cost more than a short sentence's
-        passes when each pass takes them again)."""
-        transitions, start, end = self._arrays(constrained, np.float64)
-        key = (constrained, "factors")
-        if key not in self._array_cache:
-            self._array_cache[key] = (np.exp(transitions), start, np.exp(end))
-        return self._array_cache[key]
+    def _snapshot(self) -> tuple:
+        """What ``_same_values`` compares with: on the CPU, NumPy views of the parameters'
+        memory with a copy of their bytes and the memory's addresses (comparing bytes costs a
+        tenth of three ``torch.equal`` calls: a service's call checks on every sentence);
+        elsewhere, copies of the tensors."""
+        parameters = (self.transitions, self.start_transitions, self.end_transitions)
+        if all(parameter.device.type == "cpu" and parameter.dtype == torch.float32 for parameter in parameters):
+            views = tuple(parameter.detach().numpy() for parameter in parameters)
+            return ("bytes", tuple(parameter.data_ptr() for parameter in parameters), views, tuple(view.tobytes() for view in views))
+        return ("tensors", tuple(parameter.detach().clone() for parameter in parameters))
+
+    def _same_values(self) -> bool:
+        """Whether the parameters hold the values ``_snapshot`` saw (in the same memory)."""
+        snapshot = self._array_cache.get("values")
+        if snapshot is None:
+            return False
+        parameters = (self.transitions, self.start_transitions, self.end_transitions)
+        if snapshot[0] == "bytes":
+            return snapshot[1] == tuple(parameter.data_ptr() for parameter in parameters) and all(
+                view.tobytes() == copy for view, copy in zip(snapshot[2], snapshot[3]))  # fmt: skip
+        return all(torch.equal(parameter.detach(), copy) for parameter, copy in zip(parameters, snapshot[1]))
+
+
+class _Arrays(NamedTuple):
+    """What the inference loops read of a CRF's potentials: ``scores`` (transitions, start,
+    end) float32 for Viterbi; and ``factors`` for forward-backward, float64: ``(exp(transitions),
+    start, exp(end))``, kept because the exponentials cost more than a short sentence's
+    passes when each pass takes them again."""
+
+    scores: tuple[np.ndarray, np.ndarray, np.ndarray]
+    factors: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+class SpanQuery(NamedTuple):
+    """Tag runs to score along a batch's paths (``CRF.posteriors``), one entry per run, as
+    (runs,) int64 arrays, except ``next_required`` (bool): the probability that row
+    ``rows[i]`` has its path's tags on ``[firsts[i], ends[i])`` and, when ``next_tags[i] >= 0``
+    and the row goes on after ``ends[i]``, that the next token has tag ``next_tags[i]``
+    (``next_required``) or any other. An entity ``B-X I-X`` of a BIO model is the run with
+    ``I-X`` not next; of a BIOES model (``B-X I-X E-X``, ``S-X``), the run alone."""
+
+    rows: np.ndarray
+    firsts: np.ndarray
+    ends: np.ndarray
+    next_tags: np.ndarray
+    next_required: np.ndarray
+
+    @classmethod
+    def of(cls, runs: Sequence[tuple[int, int, int, int, bool]]) -> "SpanQuery":
+        """From ``(row, first, end, next_tag, next_required)`` tuples."""
+        if not runs:
+            return cls(*(np.zeros(0, np.int64) for _ in range(4)), np.zeros(0, bool))
+        rows, firsts, ends, next_tags, required = zip(*runs)
+        return cls(*(np.array(column, np.int64) for column in (rows, firsts, ends, next_tags)), np.array(required, bool))
 
 
 _TORCH_DTYPES = {np.float32: torch.float32, np.float64: torch.float64, bool: torch.bool}
@@ -251,10 +324,10 @@ def _lengths(mask: torch.Tensor) -> np.ndarray:
 
 
 class _Loops(NamedTuple):
-    viterbi: Callable
+    viterbi: Callable  # -> (batch, time) paths
     scaled_forward: Callable
     scaled_backward: Callable
-    marginals: Callable
+    posteriors: Callable  # -> (marginals, span probabilities)
 
 
 def _loops() -> _Loops:
@@ -266,6 +339,12 @@ def _loops() -> _Loops:
 
 def _viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> list[list[int]]:
     """Each row's best tag sequence, cut to its length: ``emissions`` (batch, time, tags)."""
+    path = _viterbi_array(emissions, lengths, transitions, start, end)
+    return [row[:length] for row, length in zip(path.tolist(), lengths.tolist())]
+
+
+def _viterbi_array(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """``_viterbi`` as a (batch, time) array (anything past each row's end)."""
     batch, time, _ = emissions.shape
     shortest = int(lengths.min())
     score = start + emissions[:, 0]  # (batch, tags)
@@ -289,7 +368,7 @@ def _viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray
         inside = step < lengths - 1  # rows whose sequence goes on past `step`
         current = np.where(inside, previous, current)
         path[:, step] = np.where(inside, previous, path[:, step])
-    return [row[:length] for row, length in zip(path.tolist(), lengths.tolist())]
+    return path
 
 
 def _exp_scaled(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -303,7 +382,7 @@ def _exp_scaled(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _scaled_forward(scores: np.ndarray, lengths: np.ndarray, step_transitions: np.ndarray, start: np.ndarray, end_factor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The forward algorithm in probability space, rescaled at each step (float64), with
     ``step_transitions`` and ``end_factor`` the exponentials of the transition and end scores
-    (``CRF._factors``).
+    (``CRF._arrays``).
 
     Returns:
         alphas: (batch, time, tags), each step's forward probabilities summing to 1 over the
@@ -355,6 +434,13 @@ def _scaled_backward(scores: np.ndarray, lengths: np.ndarray, step_transitions: 
 def _marginals(scores: np.ndarray, lengths: np.ndarray, step_transitions: np.ndarray, start: np.ndarray, end_factor: np.ndarray) -> np.ndarray:
     """(batch, time, tags) float32 marginals: forward times backward, normalised over the
     tags at each token (at most 1; 0 past a row's end and in rows no sequence gets through)."""
+    return _posteriors(scores, lengths, step_transitions, start, end_factor)[0]
+
+
+def _posteriors(scores: np.ndarray, lengths: np.ndarray, step_transitions: np.ndarray, start: np.ndarray, end_factor: np.ndarray,
+                paths: Optional[np.ndarray] = None, spans: Optional[tuple] = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The marginals (``_marginals``) and each of ``spans``' probability along ``paths``
+    (``CRF.posteriors``), from one forward and one backward pass."""
     alphas, _ = _scaled_forward(scores, lengths, step_transitions, start, end_factor)
     betas = _scaled_backward(scores, lengths, step_transitions, end_factor)
     # alpha * beta is proportional to the marginal at each token: normalise over the tags
@@ -362,11 +448,45 @@ def _marginals(scores: np.ndarray, lengths: np.ndarray, step_transitions: np.nda
     total = joint.sum(2, keepdims=True)
     marginals = np.divide(joint, total, out=np.zeros_like(joint), where=total > 0)
     marginals[np.arange(scores.shape[1])[None, :] >= lengths[:, None]] = 0.0
-    return np.minimum(marginals, 1.0).astype(np.float32)
+    marginals = np.minimum(marginals, 1.0).astype(np.float32)
+    if spans is None or not len(spans[0]):
+        return marginals, np.zeros(0)
+    return marginals, _span_probabilities(scores, lengths, step_transitions, joint, total[:, :, 0], betas, paths, *spans)
 
 
-_NUMPY_LOOPS = _Loops(_viterbi, _scaled_forward, _scaled_backward, _marginals)
-_COMPILED_LOOPS = _Loops(crf_kernels.viterbi, crf_kernels.scaled_forward, crf_kernels.scaled_backward, crf_kernels.marginals)
+def _span_probabilities(scores: np.ndarray, lengths: np.ndarray, step_transitions: np.ndarray, joint: np.ndarray, total: np.ndarray,
+                        betas: np.ndarray, paths: np.ndarray, rows, firsts, ends, next_tags, next_required) -> np.ndarray:  # fmt: skip
+    """``crf_kernels._span_probabilities``: the first tag's marginal (``joint`` over its
+    ``total``), times each next tag's probability given the one before (the transition,
+    the emission and the backward probability after it, normalised over the tags)."""
+    probabilities = np.zeros(len(rows))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for index, (row, first, end) in enumerate(zip(rows.tolist(), firsts.tolist(), ends.tolist())):
+            if not total[row, first] > 0:
+                continue
+            probability = joint[row, first, paths[row, first]] / total[row, first]
+            checks_next = next_tags[index] >= 0 and end < lengths[row]
+            for step in range(first + 1, end + 1 if checks_next else end):
+                row_scores = scores[row, step]
+                finite = row_scores[np.isfinite(row_scores)]
+                weights = step_transitions[paths[row, step - 1]] * np.exp(row_scores - (finite.max() if finite.size else 0.0)) * betas[row, step]
+                norm = weights.sum()
+                if not norm > 0:
+                    probability = 0.0
+                    break
+                if step < end:
+                    chosen = weights[paths[row, step]]
+                elif next_required[index]:
+                    chosen = weights[next_tags[index]]
+                else:
+                    chosen = np.delete(weights, next_tags[index]).sum()  # any tag but the one that continues the span
+                probability *= chosen / norm
+            probabilities[index] = min(probability, 1.0)
+    return probabilities
+
+
+_NUMPY_LOOPS = _Loops(_viterbi_array, _scaled_forward, _scaled_backward, _posteriors)
+_COMPILED_LOOPS = _Loops(crf_kernels.viterbi_array, crf_kernels.scaled_forward, crf_kernels.scaled_backward, crf_kernels.posteriors)
 
 
 def _flatten(flags: Sequence) -> list[bool]:

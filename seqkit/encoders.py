@@ -196,8 +196,11 @@ class CharFeatures(nn.Module):
             _, (final, _) = self.encoder(vectors, (~padding).sum(1).clamp(min=1))  # (2, words, hidden)
             features = torch.cat([final[0], final[1]], dim=1)  # forward end, backward start
         else:
-            convolved = self.convolution(vectors.transpose(1, 2)).transpose(1, 2)  # (words, word_length, filters)
-            features = convolved.masked_fill(padding.unsqueeze(2), float("-inf")).max(dim=1).values
+            convolved = self.convolution(vectors.transpose(1, 2))  # (words, filters, word_length)
+            # the max over each word's own bytes: -inf added at padding (an addition broadcast
+            # over the filters costs a third of a masked fill of the whole tensor in ONNX Runtime)
+            beyond = torch.zeros_like(char_ids, dtype=convolved.dtype).masked_fill(padding, float("-inf"))
+            features = (convolved + beyond.unsqueeze(1)).amax(dim=2)
             features = features.masked_fill(padding.all(1, keepdim=True), 0.0)  # an empty word: no bytes, no features
         features = torch.cat([features.new_zeros(1, self.output_dim), features])  # row 0: padding
         return features[char_index]

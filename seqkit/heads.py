@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Optional, Protocol, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .crf import CRF
+from .crf import CRF, SpanQuery
 from .regularize import LockedDropout
 
 IGNORE_INDEX = -100  # padded positions of a tag tensor
@@ -185,6 +186,26 @@ class TaggingHead(nn.Module):
             return [row[:length] for row, length in zip(emissions.argmax(-1).tolist(), mask.sum(1).tolist())]
         # per-token log-probabilities, chained only by the scheme's constraints
         return self.crf.decode(emissions.float().log_softmax(-1), mask)
+
+    def best_paths(self, emissions: torch.Tensor, lengths: np.ndarray) -> np.ndarray:
+        """``decode`` as a (batch, time) array of tag ids (0 past each row's end), from
+        (batch,) ``lengths``: what ``Tagger.tag`` reads, with no list per row."""
+        if self.use_crf:
+            return self.crf.best_paths(emissions, lengths)
+        if not self.crf.constrained:
+            paths = emissions.argmax(-1).cpu().numpy()
+            paths[np.arange(paths.shape[1])[None, :] >= lengths[:, None]] = 0
+            return paths
+        return self.crf.best_paths(emissions.float().log_softmax(-1), lengths)
+
+    def posteriors(self, emissions: torch.Tensor, lengths: np.ndarray, paths: np.ndarray, spans: SpanQuery) -> tuple[np.ndarray, np.ndarray]:
+        """``marginals`` and the probability of each of ``spans`` along ``paths``
+        (``CRF.posteriors``), as NumPy arrays, from one forward-backward pass."""
+        if not self.use_crf and not self.crf.constrained and not len(spans.rows):  # nothing chains the tokens
+            marginals = emissions.float().softmax(-1).cpu().numpy()
+            marginals[np.arange(marginals.shape[1])[None, :] >= lengths[:, None]] = 0.0
+            return marginals, np.zeros(0)
+        return self.crf.posteriors(self._chain_scores(emissions), lengths, paths, spans)
 
     def _chain_scores(self, emissions: torch.Tensor) -> torch.Tensor:
         """What the CRF's algorithms read: the emissions under a CRF; a softmax head's

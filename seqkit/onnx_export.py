@@ -22,12 +22,12 @@ What the graph holds, per task (every batch and time axis dynamic):
   hidden) -> ``scores`` (batch, time, vocab: the head's logits, or log-probabilities for an
   adaptive softmax), ``next_state_h`` [, ``next_state_c``]: the state is carried by the caller.
 
-ONNX has no ``PackedSequence``, so the graph runs the recurrence on the padded batch, one
-single-layer unidirectional pass per layer and direction (``PaddedEncoder``): the forward
-pass reads each sequence from its start, so padding after its end never reaches its real
-steps; the backward pass reads each sequence reversed within its own length (an index
-gather), so it starts at the sequence's last real step, not at padding. Outputs at padding
-are zero and final states are taken at each sequence's last real step, as with packing.
+ONNX has no ``PackedSequence``; its ``RNN`` / ``GRU`` / ``LSTM`` nodes take a ``sequence_lens``
+input instead, which the exporter fills from the packing (``PaddedEncoder``): each sequence
+is read within its own length, the backward direction of a bidirectional layer from the
+sequence's last real step (not from padding), outputs at padding are zero and final states
+are taken at each sequence's last real step, as with packing. ONNX Runtime 1.32 reads them
+so (the export's check below covers lengths 7, 4 and 1, unsorted batches are tested).
 
 The graph is written by PyTorch's TorchScript-based exporter (``dynamo=False``, deprecated
 but present in torch 2.13). Its successor, the dynamo exporter, could not serve: it cannot
@@ -60,6 +60,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .checkpoint import CONFIG, LABELS, TOKENIZER, WEIGHTS, _swap_in, read_config, read_labels
 from .config import Recipe
@@ -94,72 +95,44 @@ def require(*modules: str) -> None:
 
 
 class PaddedEncoder(nn.Module):
-    """An ``RNNEncoder`` for export: the same weights and results, on a padded batch.
+    """An ``RNNEncoder`` for export: the same ``nn.RNN`` / ``nn.GRU`` / ``nn.LSTM``, the same
+    results, and a graph of one ONNX ``RNN`` / ``GRU`` / ``LSTM`` node per layer.
 
-    Each layer and direction runs as its own single-layer unidirectional RNN / GRU / LSTM
-    (an ONNX ``RNN`` / ``GRU`` / ``LSTM`` node). The backward direction reads each sequence
-    reversed within its length (``order``: position ``t < length`` reads ``length - 1 - t``;
-    padding stays in place), and its outputs are put back in order with the same gather.
-
-    ``forward`` returns what ``RNNEncoder.forward`` does: states (zero at padding) and the
-    final state after each sequence's last real step. An LSTM's final cell state is given
-    only without ``lengths`` (a language model's carried state); with lengths it is
-    ``None`` (nothing exported with lengths reads it: character features take ``h``).
+    With ``lengths`` the inputs are packed as ``RNNEncoder`` packs them, but without the
+    sort by length: the exporter turns the ``pack_padded_sequence`` / ``pad_packed_sequence``
+    pair into the node's ``sequence_lens``, which ONNX Runtime reads in any order, and the
+    sort (a TopK and a few gathers) would only cost time. So the backward direction of a
+    bidirectional layer starts at each sequence's last real step, outputs at padding are
+    zero, and final states are those after each sequence's last real step -- in one
+    bidirectional node, whose two directions share one input projection. The sample
+    batches ``_graph`` traces with are sorted longest first; a traced batch that is not
+    (a character BiLSTM's words) keeps the sort, so the eager check passes.
     """
 
     def __init__(self, encoder: RNNEncoder):
         super().__init__()
-        rnn = encoder.rnn
+        self.rnn = encoder.rnn
         self.cell, self.hidden_size, self.num_layers, self.num_directions = encoder.cell, encoder.hidden_size, encoder.num_layers, encoder.num_directions
-        extra = {"nonlinearity": rnn.nonlinearity} if encoder.cell == "rnn" else {}
-        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if rnn.bias else [])
-        self.passes = nn.ModuleList()
-        for layer in range(self.num_layers):
-            for direction in range(self.num_directions):
-                suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                one = type(rnn)(rnn.input_size if layer == 0 else encoder.output_dim, self.hidden_size, batch_first=True, bias=rnn.bias, **extra)
-                one.load_state_dict({f"{name}_l0": getattr(rnn, name + suffix).detach().clone() for name in names})
-                self.passes.append(one)
 
     def state_shape(self, batch_size: int) -> tuple[int, int, int]:
         return (self.num_layers * self.num_directions, batch_size, self.hidden_size)
 
     def forward(self, inputs: torch.Tensor, lengths: Optional[torch.Tensor] = None, initial_state: Optional[State] = None) -> tuple[torch.Tensor, State]:
-        steps = torch.arange(inputs.shape[1], device=inputs.device)[None, :]
-        real = order = last = None
-        if lengths is not None:
-            real = steps < lengths[:, None]  # (batch, time)
-            order = torch.where(real, lengths[:, None] - 1 - steps, steps)
-            last = (lengths - 1)[:, None, None].expand(-1, 1, self.hidden_size)
-
-        def reverse(x: torch.Tensor) -> torch.Tensor:  # each sequence reversed within its length (its own inverse)
-            return x.flip(1) if order is None else x.gather(1, order[:, :, None].expand(-1, -1, x.shape[2]))
-
-        layer_input, finals_h, finals_c = inputs, [], []
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(self.num_directions):
-                index = layer * self.num_directions + direction
-                state = None
-                if initial_state is not None:
-                    state = tuple(part[index : index + 1] for part in initial_state) if self.cell == "lstm" else initial_state[index : index + 1]
-                x = reverse(layer_input) if direction else layer_input
-                out, final = self.passes[index](x, state)
-                if direction:
-                    out = reverse(out)
-                outputs.append(out)
-                h = final[0] if self.cell == "lstm" else final
-                if lengths is not None:  # after the last real step: the forward pass's output there, the backward pass's at step 0
-                    h = (out.gather(1, last).squeeze(1) if direction == 0 else out[:, 0])[None]
-                finals_h.append(h)
-                if self.cell == "lstm":
-                    finals_c.append(final[1])
-            layer_input = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
-        states = layer_input if real is None else layer_input * real[:, :, None].to(layer_input.dtype)
-        h_n = torch.cat(finals_h, dim=0)
-        if self.cell != "lstm":
-            return states, h_n
-        return states, (h_n, torch.cat(finals_c, dim=0) if lengths is None else None)
+        if lengths is None:  # every sequence fills the time axis (a language model)
+            return self.rnn(inputs, initial_state)
+        in_order = bool((lengths[:-1] >= lengths[1:]).all())  # a constant of the trace, not a node
+        packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=in_order)
+        states, final = self.rnn(packed, initial_state)
+        states, _ = pad_packed_sequence(states, batch_first=True, total_length=inputs.shape[1])
+        # The last layer's final state, read from its outputs (the forward direction's at each
+        # sequence's last real step, the backward's at step 0): the TorchScript exporter fails
+        # on a packed RNN whose outputs nothing reads (a character BiLSTM's, whose final state alone is used).
+        h, c = final if self.cell == "lstm" else (final, None)
+        size, directions = self.hidden_size, self.num_directions
+        last = states.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, states.shape[2]))[:, 0]  # (batch, directions * hidden)
+        top = [last[:, :size]] + ([states[:, 0, size:]] if directions == 2 else [])
+        h = torch.cat([h[:-directions], torch.stack(top)]) if self.num_layers > 1 else torch.stack(top)
+        return states, ((h, c) if self.cell == "lstm" else h)
 
 
 def padded_copy(model: nn.Module) -> nn.Module:

@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -16,11 +17,11 @@ from click.testing import CliRunner
 import seqkit
 from seqkit.cli import main
 from seqkit.config import load_recipe
-from seqkit.crf import CRF
+from seqkit import crf_kernels
+from seqkit.crf import CRF, SpanQuery
 from seqkit.data import collate_tagged
 from seqkit.heads import TaggingHead
 from seqkit.labels import LabelSet, allowed_transitions, bio_to_bioes, convert, spans, tag_problem, tags_for_types
-from seqkit.tasks.tagging import _pattern, _span_pattern
 from seqkit.tokenize import special_ids, word_ids
 from seqkit.train import train
 
@@ -239,34 +240,57 @@ def test_scores_false_gives_the_same_tags_and_spans_without_probabilities(bioes_
     assert text.exit_code == 0 and text.output.strip()
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def loops(request, monkeypatch):
+    """Each test twice: with Numba's compiled loops (where installed) and with NumPy's."""
+    if request.param == "numpy":
+        monkeypatch.setenv("SEQKIT_NUMBA", "0")
+    elif not crf_kernels.available():
+        pytest.skip("numba is not installed")
+    crf_kernels.available.cache_clear()
+    yield request.param
+    monkeypatch.undo()
+    crf_kernels.available.cache_clear()
+
+
+def _run_probability(crf: CRF, emissions: torch.Tensor, path: list[int], run: tuple[int, int, int, bool]) -> float:
+    """``CRF.posteriors``' probability of one run ``(first, end, next tag, next required)``
+    along ``path``, in a batch of one sequence."""
+    _, probabilities = crf.posteriors(emissions, np.array([len(path)]), np.array([path]), SpanQuery.of([(0, *run)]))
+    return float(probabilities[0])
+
+
 @pytest.mark.parametrize("model_scheme", ["bio", "bioes"])
-def test_span_probability_is_that_of_exactly_this_entity(model_scheme):
+def test_span_probability_is_that_of_exactly_this_entity(model_scheme, loops):
     """An entity's score, against every sequence: the sum over those whose spans hold it."""
     labels = LabelSet(tags_for_types(["a", "b"], model_scheme), scheme=model_scheme, data_scheme="bio")
     index = {tag: position for position, tag in enumerate(labels.labels)}
     crf = _random_crf(labels.labels, model_scheme, seed=9)
     length = 4
-    emissions, mask = _padded_batch([length], len(labels.labels), seed=10)
+    emissions, _ = _padded_batch([length], len(labels.labels), seed=10)
     every = _brute_force(crf, emissions[0], constrained=True)
-    for first, end, label in [(0, 1, "a"), (1, 3, "b"), (2, 4, "a"), (3, 4, "b")]:
-        allowed = _span_pattern(labels, model_scheme, first, end, label, length, length, index)
-        got = math.exp(float(crf.log_prob_within(emissions, mask, allowed[None])))
+    for first, end, label in [(0, 1, "a"), (1, 3, "b"), (2, 4, "a"), (3, 4, "b"), (0, 4, "b")]:
+        # the path holds the entity as the model's scheme writes it; the tags around it do not matter
+        inner = [f"B-{label}"] + [f"I-{label}"] * (end - first - 1)
+        if model_scheme == "bioes":
+            inner = [f"S-{label}"] if end - first == 1 else [*inner[:-1], f"E-{label}"]
+        path = [0] * first + [index[tag] for tag in inner] + [0] * (length - end)
+        got = _run_probability(crf, emissions, path, (first, end, index[f"I-{label}"] if model_scheme == "bio" else -1, False))
         expected = sum(p for path, p in every.items() if (first, end, label) in spans(convert([labels.labels[t] for t in path], model_scheme, "bio")))
-        assert got == pytest.approx(expected, abs=1e-5)
+        assert got == pytest.approx(expected, rel=1e-6, abs=1e-9)  # the brute force adds in float32
 
 
-def test_bioes_tag_probability_from_a_bio_model_matches_brute_force():
+def test_bioes_tag_probability_from_a_bio_model_matches_brute_force(loops):
     """A BIO model returning BIOES tags: S-X at a token is B-X there and no I-X after it."""
-    labels = LabelSet(BIO, scheme="bio", data_scheme="bioes")
     index = {tag: position for position, tag in enumerate(BIO)}
     crf = _random_crf(BIO, "bio", seed=11)
     length = 3
-    emissions, mask = _padded_batch([length], len(BIO), seed=12)
+    emissions, _ = _padded_batch([length], len(BIO), seed=12)
     every = _brute_force(crf, emissions[0], constrained=True)
     for path in list(every)[::7]:
-        model_tags = [BIO[t] for t in path]
-        for position, tag in enumerate(bio_to_bioes(model_tags)):
-            allowed = _pattern(labels, "bio", tag, model_tags[position], position, length, length, index)
-            got = math.exp(float(crf.log_prob_within(emissions, mask, allowed[None])))
+        for position, tag in enumerate(bio_to_bioes([BIO[t] for t in path])):
+            prefix, label = tag.split("-")[0], tag[2:]
+            run = (position, position + 1, index[f"I-{label}"] if prefix != "O" else -1, prefix in ("B", "I"))
+            got = _run_probability(crf, emissions, list(path), run)
             expected = sum(p for other, p in every.items() if bio_to_bioes([BIO[t] for t in other])[position] == tag)
-            assert got == pytest.approx(expected, abs=1e-5)
+            assert got == pytest.approx(expected, rel=1e-6, abs=1e-9)  # the brute force adds in float32

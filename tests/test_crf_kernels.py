@@ -52,11 +52,11 @@ def test_forward_and_backward_give_numpys_probabilities(seed):
 
 
 def test_seqkit_numba_0_keeps_the_numpy_loops(monkeypatch):
-    assert crf_kernels.available() and crf._loops().viterbi is crf_kernels.viterbi  # Numba installed
+    assert crf_kernels.available() and crf._loops().viterbi is crf_kernels.viterbi_array  # Numba installed
     monkeypatch.setenv("SEQKIT_NUMBA", "0")
     crf_kernels.available.cache_clear()
     try:
-        assert not crf_kernels.available() and crf._loops().viterbi is crf._viterbi
+        assert not crf_kernels.available() and crf._loops().viterbi is crf._viterbi_array
     finally:
         monkeypatch.undo()
         crf_kernels.available.cache_clear()
@@ -74,3 +74,27 @@ def test_marginals_give_numpys(seed):
     assert (marginals[~real] == 0).all() and (marginals[2] == 0).all()
     live = real & (np.arange(len(lengths)) != 2)[:, None]
     np.testing.assert_allclose(marginals.sum(2)[live], 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_span_probabilities_give_numpys(seed):
+    """Runs along random paths of a batch of mixed lengths, some with a next tag required,
+    excluded or unchecked, some reaching the row's end, one in a row no sequence gets through."""
+    scores, lengths, transitions, start, end = _factors(seed)
+    scores[2, 1:] = -np.inf
+    lengths[2] = 3
+    rng = np.random.default_rng(seed)
+    paths = rng.integers(0, scores.shape[2], scores.shape[:2])
+    runs = []
+    for row, length in enumerate(lengths.tolist()):
+        for first in range(length):
+            end_ = int(rng.integers(first + 1, length + 1))
+            runs.append((row, first, end_, int(rng.integers(-1, scores.shape[2])), bool(rng.random() < 0.5)))
+    spans = tuple(crf.SpanQuery.of(runs))
+    marginals, probabilities = crf_kernels.posteriors(scores, lengths, transitions, start, end, paths, spans)
+    expected_marginals, expected = crf._posteriors(scores, lengths, transitions, start, end, paths, spans)
+    np.testing.assert_allclose(marginals, expected_marginals, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-9, atol=1e-15)
+    assert (probabilities[[index for index, run in enumerate(runs) if run[0] == 2]] == 0).all()
+    assert ((probabilities >= 0) & (probabilities <= 1)).all() and (probabilities > 0).any()
+

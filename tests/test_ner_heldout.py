@@ -71,3 +71,15 @@ def test_crf_decodes_with_the_transitions_a_fused_step_wrote():
     fresh.load_state_dict(crf.state_dict())
     assert crf.decode(emissions, mask) == fresh.decode(emissions, mask)
     assert fresh.decode(emissions, mask) != before  # the step changed the best paths
+
+
+def test_crf_keeps_its_arrays_while_the_values_stay_and_drops_them_when_they_change():
+    crf = CRF(4)
+    arrays = crf._arrays(True)
+    assert crf._arrays(True) is arrays  # kept: a service's every call would otherwise rebuild them
+    with torch.no_grad():
+        crf.transitions[1, 2] = 3.0  # in place, same memory
+    assert crf._arrays(True) is not arrays and crf._arrays(True).scores[0][1, 2] == 3.0
+    arrays = crf._arrays(True)
+    crf.transitions.data = torch.zeros(4, 4)  # new memory, the same values as before but one
+    assert crf._arrays(True) is not arrays and crf._arrays(True).scores[0][1, 2] == 0.0

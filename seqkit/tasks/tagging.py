@@ -15,6 +15,7 @@ from ..data import Batches, TaggedBatch, bucketed_batches, collate_tagged, read_
 from ..distributed import shard_batches
 from ..labels import SPAN_SCHEMES, LabelSet, convert, spans, split_tag, tags_for_types
 from ..errors import DataError
+from ..crf import SpanQuery
 from ..heads import IGNORE_INDEX, TaggingHead
 from ..metrics import entity_scores, tag_scores
 from ..model import SequenceModel
@@ -162,14 +163,15 @@ def predict_tags(
     An empty sentence gets no tags.
     """
     results: list[list[str]] = [[] for _ in sentences]
-    for indices, emissions, mask in _emission_batches(model, tokenizer, sentences, batch_size, precision):
-        for index, path in zip(indices, model.head.decode(emissions, mask)):
-            results[index] = convert([labels.labels[tag] for tag in path], labels.scheme, labels.data_scheme)
+    reading = _reading(tuple(labels.labels), labels.scheme, labels.data_scheme)
+    for indices, emissions, lengths in _emission_batches(model, tokenizer, sentences, batch_size, precision):
+        for index, path in zip(indices, _cut(model.head.best_paths(emissions, lengths), lengths)):
+            results[index] = _data_tags(labels, reading, path)
     return results
 
 
 def _emission_batches(model: SequenceModel, tokenizer: Tokenizer, sentences: Sequence[Sequence[str]], batch_size: int, precision: str):
-    """``(sentence indices, emissions (batch, time, tags), mask (batch, time))`` for the
+    """``(sentence indices, emissions (batch, time, tags), lengths (batch,) NumPy)`` for the
     non-empty sentences, sorted by length into batches, the model in eval mode meanwhile."""
     was_training = model.training
     if was_training:  # eval() walks every module: a cost per call where the model is already in eval mode
@@ -182,13 +184,20 @@ def _emission_batches(model: SequenceModel, tokenizer: Tokenizer, sentences: Seq
         for batch in bucketed_batches([len(sentences[index]) for index in present], batch_size):
             indices = [present[position] for position in batch]
             words = [list(sentences[index]) for index in indices]
-            tensors = collate_tagged([word_ids(tokenizer, sentence) for sentence in words], words if with_chars else None, None, pad_id).to(device)
+            tensors = collate_tagged([word_ids(tokenizer, sentence) for sentence in words], words if with_chars else None, None, pad_id)
+            lengths = tensors.lengths.numpy()
+            tensors = tensors.to(device)
             with autocast(device, precision):
                 emissions, _ = model(tensors.token_ids, tensors.lengths, char_ids=tensors.char_ids, char_index=tensors.char_index)
-            yield indices, emissions.float(), tensors.mask
+            yield indices, emissions.float(), lengths
     finally:
         if was_training:
             model.train()
+
+
+def _cut(paths: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
+    """Each row of a (batch, time) array cut to its length."""
+    return [row[:length] for row, length in zip(paths.tolist(), lengths.tolist())]
 
 
 class ScoredTags(NamedTuple):
@@ -224,124 +233,89 @@ def score_tags(
       (its first, inner and last tags as predicted, and the next token not continuing it);
     - ``n_best`` lists up to that many most probable whole sequences (k-best Viterbi), the
       first being the tags returned.
+
+    The tags, the marginals and every span's probability of a batch come from one Viterbi
+    pass and one forward-backward pass over it (``CRF.posteriors``).
     """
     results = [ScoredTags([], [], [], []) for _ in sentences]
     index = {tag: position for position, tag in enumerate(labels.labels)}
-    read_as = _per_token_reading(labels)
-    for indices, emissions, mask in _emission_batches(model, tokenizer, sentences, batch_size, precision):
-        for sentence, scored in zip(indices, _score_batch(model.head, labels, index, read_as, emissions, mask, n_best)):
+    reading = _reading(tuple(labels.labels), labels.scheme, labels.data_scheme)
+    for indices, emissions, lengths in _emission_batches(model, tokenizer, sentences, batch_size, precision):
+        for sentence, scored in zip(indices, _score_batch(model.head, labels, index, reading, emissions, lengths, n_best)):
             results[sentence] = scored
     return results
 
 
-def _per_token_reading(labels: LabelSet) -> Optional[torch.Tensor]:
-    """For each model tag, the position of the data tag it reads as token by token (BIOES ->
-    BIO, or the same scheme); None where no per-token reading exists (a BIO model returning
-    BIOES tags: B-X vs S-X depends on the next token)."""
-    return _reading(tuple(labels.labels), labels.scheme, labels.data_scheme)
+class _Reading(NamedTuple):
+    """How a model's tags read as the data's, token by token (BIOES -> BIO, or the same
+    scheme): each model tag's data tag (its position among the model's tags, and its name),
+    and a (tags, tags) 0/1 matrix summing the marginals of the tags that read alike."""
+
+    positions: np.ndarray
+    names: tuple[str, ...]
+    grouping: np.ndarray
 
 
 @functools.lru_cache(maxsize=16)
-def _reading(tags: tuple[str, ...], model_scheme: str, data_scheme: str) -> Optional[torch.Tensor]:
-    # once per tag set, not once per call of score_tags (a call per sentence, in a service)
+def _reading(tags: tuple[str, ...], model_scheme: str, data_scheme: str) -> Optional[_Reading]:
+    """``_Reading`` of a tag set, once per tag set, not once per call (a call per sentence,
+    in a service); None where no per-token reading exists (a BIO model returning BIOES
+    tags: B-X vs S-X depends on the next token)."""
     if not (model_scheme == data_scheme or "none" in (model_scheme, data_scheme) or data_scheme == "bio"):
         return None
     index = {tag: position for position, tag in enumerate(tags)}
-    return torch.tensor([index[convert([tag], model_scheme, data_scheme)[0]] for tag in tags])
+    positions = np.array([index[convert([tag], model_scheme, data_scheme)[0]] for tag in tags], dtype=np.int64)
+    grouping = (positions[:, None] == positions[None, :]).astype(np.float32)  # [j, k]: j reads as k's reading
+    return _Reading(positions, tuple(tags[position] for position in positions), grouping)
+
+
+def _data_tags(labels: LabelSet, reading: Optional[_Reading], path: list[int]) -> list[str]:
+    """A path of model tag ids as tags of the data's scheme."""
+    if reading is not None:
+        names = reading.names
+        return [names[tag] for tag in path]
+    return convert([labels.labels[tag] for tag in path], labels.scheme, labels.data_scheme)
 
 
 def _score_batch(
-    head: TaggingHead, labels: LabelSet, index: dict[str, int], read_as: Optional[torch.Tensor], emissions: torch.Tensor, mask: torch.Tensor, n_best: int
+    head: TaggingHead, labels: LabelSet, index: dict[str, int], reading: Optional[_Reading], emissions: torch.Tensor, lengths: np.ndarray, n_best: int
 ) -> list[ScoredTags]:
     """``score_tags`` for one batch of (batch, time, tags) ``emissions``: each row's ``ScoredTags``."""
     model_scheme, data_scheme = labels.scheme, labels.data_scheme
-    paths = head.decode(emissions, mask)
-    marginals = head.marginals(emissions, mask)  # (batch, time, tags)
-    lengths = mask.sum(1).tolist()
-    patterns, owners = [], []  # one `allowed` (time, tags) per probability to compute, and (row, kind, position)
-    tags_of = []
-    for row, path in enumerate(paths):
-        model_tags = [labels.labels[tag] for tag in path]
-        tags = convert(model_tags, model_scheme, data_scheme)
-        tags_of.append(tags)
-        if read_as is None:  # a BIO model returning BIOES tags: B-X vs S-X depends on the next token
+    paths = head.best_paths(emissions, lengths)
+    path_lists = _cut(paths, lengths)
+    tags_of = [_data_tags(labels, reading, path) for path in path_lists]
+    # the tag runs to score along the paths: (row, first, end, next tag or -1, next required), and whose they are
+    runs, owners = [], []
+    for row, tags in enumerate(tags_of):
+        if reading is None:  # a BIO model returning BIOES tags: B-X vs S-X depends on the next token
             for position, tag in enumerate(tags):
-                patterns.append(_pattern(labels, model_scheme, tag, model_tags[position], position, lengths[row], emissions.shape[1], index))
-                owners.append((row, "token", position))
+                prefix, label = split_tag(tag)  # B-/I- here: I- next; S-/E-: anything but I- next
+                runs.append((row, position, position + 1, index[f"I-{label}"] if prefix != "O" else -1, prefix in ("B", "I")))
+                owners.append((row, None))
         for first, end, label in spans(tags, data_scheme):
-            patterns.append(_span_pattern(labels, model_scheme, first, end, label, lengths[row], emissions.shape[1], index))
-            owners.append((row, "span", (first, end, label)))
-    probabilities = _probabilities_within(head, emissions, mask, patterns, [row for row, _, _ in owners])
-    token_scores, entity_scores = [[] for _ in paths], [[] for _ in paths]
-    if read_as is not None:
-        token_scores = _token_marginals(marginals, read_as, tags_of, index)
-    for (row, kind, what), probability in zip(owners, probabilities):
-        if kind == "token":
+            # a BIO model's entity stops here only if the next token does not continue it; a BIOES model's path ends it
+            runs.append((row, first, end, index[f"I-{label}"] if model_scheme == "bio" else -1, False))
+            owners.append((row, (first, end, label)))
+    marginals, probabilities = head.posteriors(emissions, lengths, paths, SpanQuery.of(runs))
+    token_scores, entity_scores = [[] for _ in path_lists], [[] for _ in path_lists]
+    if reading is not None:  # each token's marginal, summed over the model tags that read as its tag
+        grouped = marginals if model_scheme == data_scheme or "none" in (model_scheme, data_scheme) else marginals @ reading.grouping
+        chosen = grouped[np.arange(paths.shape[0])[:, None], np.arange(paths.shape[1])[None, :], paths]  # (batch, time)
+        token_scores = _cut(chosen, lengths)
+    for (row, span), probability in zip(owners, probabilities.tolist()):
+        if span is None:
             token_scores[row].append(probability)
         else:
-            entity_scores[row].append((*what, probability))
-    k_best = head.k_best(emissions, mask, n_best) if n_best else [[] for _ in paths]
-    ranked = [[(convert([labels.labels[tag] for tag in path], model_scheme, data_scheme), probability) for path, probability in k_best[row]]
-              for row in range(len(paths))]  # fmt: skip
-    return [ScoredTags(tags_of[row], token_scores[row], entity_scores[row], ranked[row]) for row in range(len(paths))]
-
-
-def _probabilities_within(head: TaggingHead, emissions: torch.Tensor, mask: torch.Tensor, patterns: list[np.ndarray], rows: list[int]) -> list[float]:
-    """For each (time, tags) ``allowed`` pattern, the probability that row ``rows[i]``'s tag
-    sequence stays within ``patterns[i]``."""
-    if not patterns:
-        return []
-    rows_index = torch.tensor(rows, device=emissions.device)
-    allowed = torch.from_numpy(np.stack(patterns)).to(emissions.device)
-    return head.log_prob_within(emissions[rows_index], mask[rows_index], allowed).exp().tolist()
-
-
-def _token_marginals(marginals: torch.Tensor, read_as: torch.Tensor, tags_of: list[list[str]], index: dict[str, int]) -> list[list[float]]:
-    """Each token's probability of its data tag: the sum of the (batch, time, tags)
-    ``marginals`` of the model tags that read as it."""
-    grouped = torch.zeros_like(marginals).index_add_(2, read_as.to(marginals.device), marginals).cpu().numpy()
-    return [grouped[row, np.arange(len(tags)), [index[tag] for tag in tags]].tolist() for row, tags in enumerate(tags_of)]
-
-
-def _allowing(num_tags: int, time: int) -> np.ndarray:
-    return np.ones((time, num_tags), dtype=bool)
-
-
-def _only(allowed: np.ndarray, position: int, tags: list[int]) -> None:
-    allowed[position] = False
-    allowed[position, tags] = True
-
-
-def _span_pattern(labels: LabelSet, scheme: str, first: int, end: int, label: str, length: int, time: int, index: dict[str, int]) -> np.ndarray:
-    """The tags that make ``[first, end)`` exactly one entity of type ``label`` in the model's
-    scheme: B- I-... (bio; then anything but I- after it) or B- I-... E- / S- (bioes)."""
-    allowed = _allowing(len(labels.labels), time)
-    if scheme == "bioes" and end - first == 1:
-        _only(allowed, first, [index[f"S-{label}"]])
-        return allowed
-    _only(allowed, first, [index[f"B-{label}"]])
-    for position in range(first + 1, end):
-        _only(allowed, position, [index[f"I-{label}"]])
-    if scheme == "bioes":
-        _only(allowed, end - 1, [index[f"E-{label}"]])
-    elif end < length:  # bio: the entity stops here only if the next token does not continue it
-        allowed[end, index[f"I-{label}"]] = False
-    return allowed
-
-
-def _pattern(labels: LabelSet, scheme: str, tag: str, model_tag: str, position: int, length: int, time: int, index: dict[str, int]) -> np.ndarray:
-    """The model (bio) tags that make ``tag`` (bioes) the tag at ``position``: its own B-/I-/O
-    there, and for B-/I- an I- next, for S-/E- anything else next."""
-    allowed = _allowing(len(labels.labels), time)
-    _only(allowed, position, [index[model_tag]])
-    prefix, label = split_tag(tag)
-    if prefix != "O" and position + 1 < length:
-        inside = index[f"I-{label}"]
-        if prefix in ("B", "I"):
-            _only(allowed, position + 1, [inside])
-        else:
-            allowed[position + 1, inside] = False
-    return allowed
+            entity_scores[row].append((*span, probability))
+    if n_best:
+        mask = torch.arange(emissions.shape[1], device=emissions.device)[None, :] < torch.from_numpy(lengths).to(emissions.device)[:, None]
+        k_best = head.k_best(emissions, mask, n_best)
+        ranked = [[(convert([labels.labels[tag] for tag in path], model_scheme, data_scheme), probability) for path, probability in k_best[row]]
+                  for row in range(len(path_lists))]  # fmt: skip
+    else:
+        ranked = [[] for _ in path_lists]
+    return [ScoredTags(tags_of[row], token_scores[row], entity_scores[row], ranked[row]) for row in range(len(path_lists))]
 
 
 def evaluate_tagger(
