@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import itertools
 import numbers
 import os
 import sys
@@ -371,14 +372,13 @@ class Tagger(Pretrained):
                 pieces = split_words(self.tokenizer, item)
                 words_and_offsets.append((item, [word for word, _ in pieces], [offset for _, offset in pieces]))
             elif isinstance(item, (list, tuple)):
-                for index, word in enumerate(item):
-                    if not isinstance(word, str):
-                        raise TypeError(f"texts: item {position}, word {index} is {type(word).__name__}; {accepts}")
-                text, offsets, cursor = " ".join(item), [], 0
+                if not all(map(isinstance, item, itertools.repeat(str))):
+                    index = next(index for index, word in enumerate(item) if not isinstance(word, str))
+                    raise TypeError(f"texts: item {position}, word {index} is {type(item[index]).__name__}; {accepts}")
+                text = " ".join(item)
                 _check_encodable("texts", text, position, "item")
-                for word in item:
-                    offsets.append((cursor, cursor + len(word)))
-                    cursor += len(word) + 1
+                starts = itertools.accumulate((len(word) + 1 for word in item), initial=0)  # words joined by one space
+                offsets = [(start, start + len(word)) for start, word in zip(starts, item)]
                 words_and_offsets.append((text, list(item), offsets))
             else:
                 raise TypeError(f"texts: item {position} is {type(item).__name__}; {accepts}")

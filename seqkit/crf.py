@@ -313,6 +313,8 @@ def _as_array(tensor: torch.Tensor | np.ndarray, dtype: type) -> np.ndarray:
     """A CPU NumPy copy (or view) of ``tensor`` as ``dtype``; bf16 and fp16 emissions cast first."""
     if isinstance(tensor, np.ndarray):
         return tensor.astype(dtype, copy=False)
+    if tensor.device.type == "cpu" and tensor.dtype == torch.float32 and not tensor.requires_grad:  # shared, then cast by NumPy
+        return tensor.numpy().astype(dtype, copy=False)
     return tensor.detach().to("cpu", _TORCH_DTYPES[dtype]).numpy()
 
 

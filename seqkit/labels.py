@@ -124,6 +124,12 @@ def spans(tags: Sequence[str], scheme: str = "bio") -> list[tuple[int, int, str]
     found, start, current = [], None, ""
     previous_prefix = OUTSIDE
     for index, tag in enumerate([*tags, OUTSIDE]):
+        if tag == OUTSIDE:  # most tags: it ends any open entity and opens none
+            if start is not None:
+                found.append((start, index, current))
+                start = None
+            previous_prefix = OUTSIDE
+            continue
         prefix, label = split_tag(tag)
         ends = start is not None and (
             prefix in (OUTSIDE, "B", "S") or label != current or previous_prefix in ("E", "S")

@@ -441,7 +441,7 @@ class OnnxModel(nn.Module):
                     getattr(self.head.crf, name).copy_(torch.tensor(values, dtype=torch.float32))
 
     def _run(self, **inputs: Optional[torch.Tensor]) -> list[np.ndarray]:
-        feed = {name: inputs[name].detach().cpu().numpy() for name in self.input_names}
+        feed = {name: _numpy(inputs[name]) for name in self.input_names}
         return self.session.run(None, feed)
 
     def forward(self, inputs: torch.Tensor, lengths: Optional[torch.Tensor] = None, state: Optional[State] = None,
@@ -466,6 +466,13 @@ class OnnxModel(nn.Module):
 
     def encode(self, *args: Any, **kwargs: Any):
         raise SeqkitError("this needs the encoder's states, which the ONNX graph does not give: load the checkpoint with runtime='torch'")
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A CPU tensor's memory as a NumPy array (no copy); any other tensor copied there."""
+    if tensor.device.type == "cpu" and not tensor.requires_grad:
+        return tensor.numpy()
+    return tensor.detach().cpu().numpy()
 
 
 def load_onnx(path: str | Path) -> tuple[OnnxModel, Recipe, Any, Optional[LabelSet | Targets], dict[str, Any]]:

@@ -159,3 +159,25 @@ def test_language_model_text_from_several_files_and_json_lines(tmp_path):
     (tmp_path / "c.jsonl").write_text('{"text": "ok"}\n{"body": "no"}\n')
     with pytest.raises(DataError, match=r"c.jsonl:2: no 'text' field"):
         read_text([tmp_path / "a.txt", tmp_path / "c.jsonl"])
+
+
+def test_word_bytes_shift_every_byte_by_one_and_pad_with_zero():
+    from seqkit.data.batch import MAX_WORD_BYTES, _word_bytes
+
+    words = ["ab", "", "a\0b", "é", "x" * (MAX_WORD_BYTES + 5)]  # a NUL byte, two bytes of one letter, a word cut short
+    ids = _word_bytes(words)
+    assert ids.shape == (5, MAX_WORD_BYTES) and ids.dtype == torch.int64
+    assert ids[0, :3].tolist() == [ord("a") + 1, ord("b") + 1, 0] and not ids[1].any()
+    assert ids[2, :4].tolist() == [ord("a") + 1, 1, ord("b") + 1, 0]  # NUL is byte 0: id 1, not padding
+    assert ids[3, :3].tolist() == [0xC3 + 1, 0xA9 + 1, 0] and (ids[4] == ord("x") + 1).all()
+
+
+def test_word_ids_remember_words_until_the_vocabulary_grows():
+    from seqkit.tokenize import word_ids, word_tokenizer
+
+    tokenizer = word_tokenizer(["the", "whale", "the"], lowercase=True, min_frequency=1, vocab_size=None, split="whitespace")
+    unk = tokenizer.token_to_id(UNK)
+    assert word_ids(tokenizer, ["The", "whale", "ship"]) == [tokenizer.token_to_id("the"), tokenizer.token_to_id("whale"), unk]
+    assert word_ids(tokenizer, ["The", "whale", "ship"]) == [tokenizer.token_to_id("the"), tokenizer.token_to_id("whale"), unk]  # remembered
+    tokenizer.add_tokens(["ship"])  # a token added since: the remembered <unk> is forgotten
+    assert word_ids(tokenizer, ["ship"]) == [tokenizer.token_to_id("ship")] != [unk]

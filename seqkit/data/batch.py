@@ -187,12 +187,13 @@ def _word_bytes(words: Sequence[str]) -> torch.Tensor:
     """(words, width) byte ids of each word's first ``MAX_WORD_BYTES`` bytes, shifted by one;
     0 pads; ``width`` is the longest word's byte count (at least 1)."""
     encoded = [word.encode("utf-8")[:MAX_WORD_BYTES] for word in words]
-    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    width = max(1, int(lengths.max(initial=0)))
-    flat = np.frombuffer(b"".join(word.ljust(width, b"\0") for word in encoded), dtype=np.uint8)
-    ids = flat.reshape(len(encoded), width).astype(np.int64) + 1
-    ids[np.arange(width)[None, :] >= lengths[:, None]] = 0
-    return torch.from_numpy(ids)
+    width = max(1, max(map(len, encoded), default=0))
+    # padded with 0xFF, a byte UTF-8 never holds, then every byte mapped to its id at once
+    flat = np.frombuffer(b"".join(word.ljust(width, b"\xff") for word in encoded), dtype=np.uint8)
+    return torch.from_numpy(_BYTE_IDS[flat.reshape(len(encoded), width)])
+
+
+_BYTE_IDS = np.append(np.arange(1, 256, dtype=np.int64), 0)  # byte b -> b + 1; the padding byte 0xFF -> 0
 
 
 # --- Every task but language modeling: an epoch of batches of similar lengths -------------

@@ -301,7 +301,7 @@ def _score_batch(
     token_scores, entity_scores = [[] for _ in path_lists], [[] for _ in path_lists]
     if reading is not None:  # each token's marginal, summed over the model tags that read as its tag
         grouped = marginals if model_scheme == data_scheme or "none" in (model_scheme, data_scheme) else marginals @ reading.grouping
-        chosen = grouped[np.arange(paths.shape[0])[:, None], np.arange(paths.shape[1])[None, :], paths]  # (batch, time)
+        chosen = grouped.reshape(-1, grouped.shape[2])[np.arange(paths.size), paths.ravel()].reshape(paths.shape)  # (batch, time)
         token_scores = _cut(chosen, lengths)
     for (row, span), probability in zip(owners, probabilities.tolist()):
         if span is None:
