@@ -49,13 +49,16 @@ the thread count: evaluate the export on your data before deploying it. ``model.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import os
 import shutil
+import sys
+import tempfile
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -321,7 +324,7 @@ def _write_graph(graph: nn.Module, inputs: dict[str, torch.Tensor], axes: dict, 
     import onnx
 
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():  # its tracer's and deprecation warnings are not the user's
+    with warnings.catch_warnings(), torch.no_grad(), _without_packing_warnings():  # its tracer's and deprecation warnings are not the user's
         warnings.simplefilter("ignore")
         torch.onnx.export(graph, tuple(inputs.values()), buffer, dynamo=False, input_names=list(inputs), output_names=outputs,
                           dynamic_axes={name: axes[name] for name in [*inputs, *outputs]}, opset_version=OPSET, do_constant_folding=True)  # fmt: skip
@@ -329,6 +332,27 @@ def _write_graph(graph: nn.Module, inputs: dict[str, torch.Tensor], axes: dict, 
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
+
+
+@contextlib.contextmanager
+def _without_packing_warnings() -> Iterator[None]:
+    """Drop the lines PyTorch's C++ shape inference writes to stderr while exporting a packed
+    RNN ("The shape inference of prim::PackPadded type is missing"): the graph's shapes come
+    out right regardless, and ``_check`` runs it against PyTorch right after. Anything else
+    written to stderr meanwhile is passed on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if "prim::PackPadded" not in line and "prim::PadPacked" not in line:
+                    sys.stderr.write(line)
 
 
 def _quantize(path: Path) -> None:

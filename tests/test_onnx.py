@@ -171,6 +171,12 @@ def small_tagger(tweets, tmp_path_factory):
     return _train(directory, recipe, "train.eval_every=null")
 
 
+def test_export_writes_nothing_of_the_exporters_own_to_stderr(small_tagger, tmp_path, capfd):
+    capfd.readouterr()
+    _exported(small_tagger, tmp_path / "quiet")
+    assert "shape inference" not in capfd.readouterr().err  # PyTorch's C++ notes on the packing are not the user's
+
+
 def test_cli_export_and_predict_with_onnx_runtime(small_tagger, tmp_path):
     runner = CliRunner()
     target = str(tmp_path / "ner-onnx")

@@ -248,10 +248,9 @@ def score_tags(
 
 class _Reading(NamedTuple):
     """How a model's tags read as the data's, token by token (BIOES -> BIO, or the same
-    scheme): each model tag's data tag (its position among the model's tags, and its name),
-    and a (tags, tags) 0/1 matrix summing the marginals of the tags that read alike."""
+    scheme): each model tag's data tag, and a (tags, tags) 0/1 matrix summing the marginals
+    of the tags that read alike."""
 
-    positions: np.ndarray
     names: tuple[str, ...]
     grouping: np.ndarray
 
@@ -266,7 +265,7 @@ def _reading(tags: tuple[str, ...], model_scheme: str, data_scheme: str) -> Opti
     index = {tag: position for position, tag in enumerate(tags)}
     positions = np.array([index[convert([tag], model_scheme, data_scheme)[0]] for tag in tags], dtype=np.int64)
     grouping = (positions[:, None] == positions[None, :]).astype(np.float32)  # [j, k]: j reads as k's reading
-    return _Reading(positions, tuple(tags[position] for position in positions), grouping)
+    return _Reading(tuple(tags[position] for position in positions), grouping)
 
 
 def _data_tags(labels: LabelSet, reading: Optional[_Reading], path: list[int]) -> list[str]:
