@@ -225,8 +225,7 @@ class CRF(nn.Module):
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor, constrained: bool = True) -> list[list[int]]:
         """The best tag sequence for each row (Viterbi), cut to its real length."""
         lengths = _lengths(mask)
-        paths = self.best_paths(emissions, lengths, constrained)
-        return [row[:length] for row, length in zip(paths.tolist(), lengths.tolist())]
+        return cut_to_lengths(self.best_paths(emissions, lengths, constrained), lengths)
 
     def best_paths(self, emissions: torch.Tensor | np.ndarray, lengths: np.ndarray, constrained: bool = True) -> np.ndarray:
         """``decode`` as a (batch, time) array of tag ids (0 past each row's end), from
@@ -318,6 +317,11 @@ def _as_array(tensor: torch.Tensor | np.ndarray, dtype: type) -> np.ndarray:
     return tensor.detach().to("cpu", _TORCH_DTYPES[dtype]).numpy()
 
 
+def cut_to_lengths(paths: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
+    """Each row of a (batch, time) array of tag ids cut to its length."""
+    return [row[:length] for row, length in zip(paths.tolist(), lengths.tolist())]
+
+
 def _lengths(mask: torch.Tensor) -> np.ndarray:
     """(batch,) real lengths of a left-aligned (batch, time) mask."""
     if mask.device.type == "cpu":  # NumPy's count: a few microseconds, a third of torch's sum for one sentence
@@ -341,8 +345,7 @@ def _loops() -> _Loops:
 
 def _viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> list[list[int]]:
     """Each row's best tag sequence, cut to its length: ``emissions`` (batch, time, tags)."""
-    path = _viterbi_array(emissions, lengths, transitions, start, end)
-    return [row[:length] for row, length in zip(path.tolist(), lengths.tolist())]
+    return cut_to_lengths(_viterbi_array(emissions, lengths, transitions, start, end), lengths)
 
 
 def _viterbi_array(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:

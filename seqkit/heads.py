@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .crf import CRF, SpanQuery
+from .crf import CRF, SpanQuery, cut_to_lengths
 from .regularize import LockedDropout
 
 IGNORE_INDEX = -100  # padded positions of a tag tensor
@@ -180,23 +180,18 @@ class TaggingHead(nn.Module):
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
         """The best valid tag sequence of each row (Viterbi), cut to its length."""
-        if self.use_crf:
-            return self.crf.decode(emissions, mask)
-        if not self.crf.constrained:  # plain tags (scheme none): nothing chains the tokens, each takes its best tag
-            return [row[:length] for row, length in zip(emissions.argmax(-1).tolist(), mask.sum(1).tolist())]
-        # per-token log-probabilities, chained only by the scheme's constraints
-        return self.crf.decode(emissions.float().log_softmax(-1), mask)
+        lengths = mask.sum(1).cpu().numpy()
+        return cut_to_lengths(self.best_paths(emissions, lengths), lengths)
 
     def best_paths(self, emissions: torch.Tensor, lengths: np.ndarray) -> np.ndarray:
         """``decode`` as a (batch, time) array of tag ids (0 past each row's end), from
         (batch,) ``lengths``: what ``Tagger.tag`` reads, with no list per row."""
-        if self.use_crf:
-            return self.crf.best_paths(emissions, lengths)
-        if not self.crf.constrained:
+        if not self.use_crf and not self.crf.constrained:  # plain tags (scheme none): nothing chains the tokens, each takes its best tag
             paths = emissions.argmax(-1).cpu().numpy()
             paths[np.arange(paths.shape[1])[None, :] >= lengths[:, None]] = 0
             return paths
-        return self.crf.best_paths(emissions.float().log_softmax(-1), lengths)
+        # a softmax head's per-token log-probabilities are chained only by the scheme's constraints
+        return self.crf.best_paths(self._chain_scores(emissions), lengths)
 
     def posteriors(self, emissions: torch.Tensor, lengths: np.ndarray, paths: np.ndarray, spans: SpanQuery) -> tuple[np.ndarray, np.ndarray]:
         """``marginals`` and the probability of each of ``spans`` along ``paths``

@@ -15,7 +15,7 @@ from ..data import Batches, TaggedBatch, bucketed_batches, collate_tagged, read_
 from ..distributed import shard_batches
 from ..labels import SPAN_SCHEMES, LabelSet, convert, spans, split_tag, tags_for_types
 from ..errors import DataError
-from ..crf import SpanQuery
+from ..crf import SpanQuery, cut_to_lengths
 from ..heads import IGNORE_INDEX, TaggingHead
 from ..metrics import entity_scores, tag_scores
 from ..model import SequenceModel
@@ -165,7 +165,7 @@ def predict_tags(
     results: list[list[str]] = [[] for _ in sentences]
     reading = _reading(tuple(labels.labels), labels.scheme, labels.data_scheme)
     for indices, emissions, lengths in _emission_batches(model, tokenizer, sentences, batch_size, precision):
-        for index, path in zip(indices, _cut(model.head.best_paths(emissions, lengths), lengths)):
+        for index, path in zip(indices, cut_to_lengths(model.head.best_paths(emissions, lengths), lengths)):
             results[index] = _data_tags(labels, reading, path)
     return results
 
@@ -193,11 +193,6 @@ def _emission_batches(model: SequenceModel, tokenizer: Tokenizer, sentences: Seq
     finally:
         if was_training:
             model.train()
-
-
-def _cut(paths: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
-    """Each row of a (batch, time) array cut to its length."""
-    return [row[:length] for row, length in zip(paths.tolist(), lengths.tolist())]
 
 
 class ScoredTags(NamedTuple):
@@ -282,7 +277,7 @@ def _score_batch(
     """``score_tags`` for one batch of (batch, time, tags) ``emissions``: each row's ``ScoredTags``."""
     model_scheme, data_scheme = labels.scheme, labels.data_scheme
     paths = head.best_paths(emissions, lengths)
-    path_lists = _cut(paths, lengths)
+    path_lists = cut_to_lengths(paths, lengths)
     tags_of = [_data_tags(labels, reading, path) for path in path_lists]
     # the tag runs to score along the paths: (row, first, end, next tag or -1, next required), and whose they are
     runs, owners = [], []
@@ -301,7 +296,7 @@ def _score_batch(
     if reading is not None:  # each token's marginal, summed over the model tags that read as its tag
         grouped = marginals if model_scheme == data_scheme or "none" in (model_scheme, data_scheme) else marginals @ reading.grouping
         chosen = grouped.reshape(-1, grouped.shape[2])[np.arange(paths.size), paths.ravel()].reshape(paths.shape)  # (batch, time)
-        token_scores = _cut(chosen, lengths)
+        token_scores = cut_to_lengths(chosen, lengths)
     for (row, span), probability in zip(owners, probabilities.tolist()):
         if span is None:
             token_scores[row].append(probability)
